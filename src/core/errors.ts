@@ -1,0 +1,49 @@
+/**
+ * The one registry of medstream's error codes. Errors that cross an I/O boundary (AssemblyAI, the
+ * webhook receiver) say whether a retry can help. Messages tell the operator what to do; they never
+ * carry transcript text, phone numbers, tokens or keys.
+ */
+export class MedstreamError extends Error {
+  readonly code: string
+  readonly retryable: boolean
+  constructor (code: string, message: string, options: { retryable?: boolean, cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'MedstreamError'
+    this.code = code
+    this.retryable = options.retryable ?? false
+  }
+}
+
+export class ConfigError extends MedstreamError {
+  readonly variable: string
+  constructor (variable: string, message: string) {
+    super('MS_ERR_CONFIG', `${variable}: ${message}`)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}
+
+/**
+ * An AssemblyAI session failure. `closeCode` is the WebSocket close code (equal to the Error frame's
+ * `error_code`), or 'network' when the socket failed without one (1006, DNS, TCP reset).
+ */
+export class UpstreamError extends MedstreamError {
+  readonly closeCode: number | 'network'
+  constructor (closeCode: number | 'network', message: string, retryable: boolean, cause?: unknown) {
+    super('MS_ERR_UPSTREAM', message, { retryable, cause })
+    this.name = 'UpstreamError'
+    this.closeCode = closeCode
+  }
+}
+
+/** A webhook attempt that failed: a non-2xx answer, a timeout or a network error. */
+export class DeliveryError extends MedstreamError {
+  readonly status: number | null
+  readonly retryAfterMs: number | null
+  constructor (message: string, options: { status?: number | null, retryAfterMs?: number | null, retryable?: boolean, cause?: unknown } = {}) {
+    super('MS_ERR_DELIVERY', message, { retryable: options.retryable ?? true, cause: options.cause })
+    this.name = 'DeliveryError'
+    this.status = options.status ?? null
+    this.retryAfterMs = options.retryAfterMs ?? null
+  }
+}

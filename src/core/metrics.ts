@@ -1,0 +1,84 @@
+import { Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
+import type { Registry } from 'prom-client'
+
+/**
+ * Every medstream metric, declared once, on the one registry the app creates.
+ * Names, labels and buckets are part of the interface contract (DESIGN.md "Metrics"): dashboards and
+ * alerts depend on them. Labels are closed sets; never a call id, phone number or URL.
+ */
+export function createMetrics (registry: Registry, version: string) {
+  const registers = [registry]
+  const metrics = {
+    callsActive: new Gauge({ name: 'medstream_calls_active', help: 'Calls with a live Twilio media stream.', registers }),
+    callsTotal: new Counter({ name: 'medstream_calls_total', help: 'Calls finished, by outcome.', labelNames: ['outcome'] as const, registers }),
+    callDuration: new Histogram({ name: 'medstream_call_duration_seconds', help: 'Length of finished calls.', buckets: [30, 60, 120, 300, 600, 1200, 1800, 3600, 7200], registers }),
+    streamRejections: new Counter({ name: 'medstream_stream_rejections_total', help: 'Media stream upgrades or starts refused, by reason.', labelNames: ['reason'] as const, registers }),
+    twilioMessages: new Counter({ name: 'medstream_twilio_messages_total', help: 'Twilio Media Streams messages received, by event.', labelNames: ['event'] as const, registers }),
+    twilioInvalidMessages: new Counter({ name: 'medstream_twilio_invalid_messages_total', help: 'Twilio messages ignored or refused as invalid, by reason.', labelNames: ['reason'] as const, registers }),
+    audioReceived: new Counter({ name: 'medstream_audio_received_seconds_total', help: 'Audio received from Twilio, by track.', labelNames: ['track'] as const, registers }),
+    audioGap: new Counter({ name: 'medstream_audio_gap_seconds_total', help: 'Silence inserted for missing or late Twilio audio, by track.', labelNames: ['track'] as const, registers }),
+    upstreamAudioSent: new Counter({ name: 'medstream_upstream_audio_sent_seconds_total', help: 'Audio sent to AssemblyAI (a cost proxy).', registers }),
+    upstreamSessionsActive: new Gauge({ name: 'medstream_upstream_sessions_active', help: 'Open AssemblyAI streaming sessions.', registers }),
+    upstreamConnect: new Histogram({ name: 'medstream_upstream_connect_seconds', help: 'Time from opening an AssemblyAI session to its Begin message.', buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10], registers }),
+    upstreamErrors: new Counter({ name: 'medstream_upstream_errors_total', help: 'AssemblyAI session errors, by close code.', labelNames: ['code'] as const, registers }),
+    upstreamReconnects: new Counter({ name: 'medstream_upstream_reconnects_total', help: 'AssemblyAI sessions reopened for a live call.', registers }),
+    turnsTotal: new Counter({ name: 'medstream_turns_total', help: 'Final transcript turns, by role.', labelNames: ['role'] as const, registers }),
+    transcriptLag: new Histogram({ name: 'medstream_transcript_lag_seconds', help: 'Audio of the last word received from Twilio to its final Turn received from AssemblyAI.', buckets: [0.25, 0.5, 1, 1.5, 2, 3, 5, 10], registers }),
+    bridgeLatency: new Histogram({ name: 'medstream_bridge_latency_seconds', help: 'Twilio frame that completes a chunk received to that chunk sent upstream.', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers }),
+    webhookDeliveries: new Counter({ name: 'medstream_webhook_deliveries_total', help: 'Webhook delivery attempts, by result.', labelNames: ['result'] as const, registers }),
+    webhookDelivery: new Histogram({ name: 'medstream_webhook_delivery_seconds', help: 'Duration of webhook delivery attempts.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30], registers }),
+    webhookOutboxEvents: new Gauge({ name: 'medstream_webhook_outbox_events', help: 'Events in the durable outbox, by state.', labelNames: ['state'] as const, registers }),
+    webhookOutboxOldestAge: new Gauge({ name: 'medstream_webhook_outbox_oldest_age_seconds', help: 'Age of the oldest pending event in the outbox.', registers }),
+    buildInfo: new Gauge({ name: 'medstream_build_info', help: 'Always 1; the version label says which build runs.', labelNames: ['version'] as const, registers })
+  }
+  metrics.buildInfo.set({ version }, 1)
+  // Pre-create every label value so a series exists (at 0) before its first event: rate() and
+  // absent-based alerts then behave from the first scrape.
+  for (const outcome of CALL_OUTCOMES) metrics.callsTotal.inc({ outcome }, 0)
+  for (const reason of REJECTION_REASONS) metrics.streamRejections.inc({ reason }, 0)
+  for (const event of TWILIO_EVENTS) metrics.twilioMessages.inc({ event }, 0)
+  for (const reason of INVALID_REASONS) metrics.twilioInvalidMessages.inc({ reason }, 0)
+  for (const track of TRACKS) { metrics.audioReceived.inc({ track }, 0); metrics.audioGap.inc({ track }, 0) }
+  for (const code of UPSTREAM_ERROR_CODES) metrics.upstreamErrors.inc({ code }, 0)
+  for (const role of ROLES) metrics.turnsTotal.inc({ role }, 0)
+  for (const result of DELIVERY_RESULTS) metrics.webhookDeliveries.inc({ result }, 0)
+  for (const state of OUTBOX_STATES) metrics.webhookOutboxEvents.set({ state }, 0)
+  return metrics
+}
+
+export type Metrics = ReturnType<typeof createMetrics>
+
+export const CALL_OUTCOMES = ['completed', 'transcription_failed', 'stream_error', 'shutdown'] as const
+export const REJECTION_REASONS = ['signature', 'token', 'capacity', 'draining', 'start_timeout', 'duplicate'] as const
+export const TWILIO_EVENTS = ['connected', 'start', 'media', 'stop', 'mark', 'dtmf', 'unknown'] as const
+export const INVALID_REASONS = ['json', 'schema', 'size', 'binary', 'order', 'timestamp'] as const
+export const TRACKS = ['inbound', 'outbound'] as const
+export const UPSTREAM_ERROR_CODES = ['1008', '1011', '3005', '3006', '3007', '3008', '3009', 'network', 'other'] as const
+export const ROLES = ['customer', 'agent', 'unknown'] as const
+export const DELIVERY_RESULTS = ['success', 'retry', 'dead'] as const
+export const OUTBOX_STATES = ['pending', 'dead'] as const
+
+export type InvalidReason = typeof INVALID_REASONS[number]
+export type RejectionReason = typeof REJECTION_REASONS[number]
+export type UpstreamErrorLabel = typeof UPSTREAM_ERROR_CODES[number]
+
+/**
+ * prom-client's default process_* and nodejs_* metrics, minus the ones `promtool check metrics`
+ * rejects: prom-client 15 exports `nodejs_active_*_total` as gauges, and promtool wants `_total` only
+ * on counters. They are re-exported under names without the suffix.
+ */
+export function collectProcessMetrics (registry: Registry): void {
+  collectDefaultMetrics({ register: registry })
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name)
+  }
+  new Gauge({
+    name: 'nodejs_active_handles_count',
+    help: 'Number of active libuv handles.',
+    registers: [registry],
+    collect () {
+      // getActiveResourcesInfo is the public successor of the deprecated _getActiveHandles.
+      this.set(process.getActiveResourcesInfo().length)
+    }
+  })
+}

@@ -1,0 +1,34 @@
+/**
+ * One outgoing event, serialized once: the webhook sender and the file sink send `body` byte for byte,
+ * so a retry carries the same bytes and the same `webhook-id`.
+ */
+export interface OutgoingEvent {
+  /** `<stream_sid>-<sequence>`: the Standard Webhooks `webhook-id`, identical on every attempt. */
+  id: string
+  callSid: string
+  streamSid: string
+  /** Counts the stream's events from 1 with no gaps. */
+  sequence: number
+  type: 'call.started' | 'transcript.turn' | 'call.ended'
+  /** `{"type","timestamp","data"}` as JSON: the exact bytes delivered. */
+  body: string
+}
+
+/**
+ * Where a call's events go. `publish` returns once the event is durable (on disk): the call pipeline
+ * moves on only then. Delivery happens later and in order per stream.
+ */
+export interface EventSink {
+  publish (event: OutgoingEvent): void
+  /** Stops accepting events, makes a last delivery pass until `deadline` (epoch ms), keeps the rest. */
+  close (deadline: number): Promise<void>
+}
+
+export function eventId (streamSid: string, sequence: number): string {
+  return `${streamSid}-${sequence}`
+}
+
+export function serializeEvent (type: OutgoingEvent['type'], data: { call_sid: string, stream_sid: string, sequence: number }, now: Date = new Date()): OutgoingEvent {
+  const body = JSON.stringify({ type, timestamp: now.toISOString(), data })
+  return { id: eventId(data.stream_sid, data.sequence), callSid: data.call_sid, streamSid: data.stream_sid, sequence: data.sequence, type, body }
+}
