@@ -29,6 +29,9 @@ export function createMetrics (registry: Registry, version: string) {
     webhookDelivery: new Histogram({ name: 'medstream_webhook_delivery_seconds', help: 'Duration of webhook delivery attempts.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30], registers }),
     webhookOutboxEvents: new Gauge({ name: 'medstream_webhook_outbox_events', help: 'Events in the durable outbox, by state.', labelNames: ['state'] as const, registers }),
     webhookOutboxOldestAge: new Gauge({ name: 'medstream_webhook_outbox_oldest_age_seconds', help: 'Age of the oldest pending event in the outbox.', registers }),
+    // Not in DESIGN.md's table: a 410 Gone pauses delivery until an operator resumes it, and that
+    // must page someone rather than hide in a log line.
+    webhookEndpointPaused: new Gauge({ name: 'medstream_webhook_endpoint_paused', help: '1 while delivery is paused after the receiver answered 410 Gone.', registers }),
     buildInfo: new Gauge({ name: 'medstream_build_info', help: 'Always 1; the version label says which build runs.', labelNames: ['version'] as const, registers })
   }
   metrics.buildInfo.set({ version }, 1)

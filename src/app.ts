@@ -1,0 +1,64 @@
+import websocket from '@fastify/websocket'
+import Fastify from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import type { Config } from './config.ts'
+import type { ReconnectPolicy } from './core/call/upstream-link.ts'
+import type { EventSink } from './core/webhooks/events.ts'
+import callsPlugin from './plugins/calls.ts'
+import eventsPlugin from './plugins/events.ts'
+import metricsPlugin from './plugins/metrics.ts'
+import healthRoutes from './routes/health.ts'
+import twilioMediaRoutes, { MAX_MESSAGE_BYTES } from './routes/twilio-media.ts'
+import twilioVoiceRoutes from './routes/twilio-voice.ts'
+
+export interface AppOptions {
+  config: Config
+  logger: Logger
+  version: string
+  /** Replaces the sink the configuration chooses (tests). */
+  events?: EventSink
+  registry?: Registry
+  processMetrics?: boolean
+  startTimeoutMs?: number
+  reconnect?: ReconnectPolicy
+  terminateTimeoutMs?: number
+}
+
+/**
+ * Builds the Fastify app: plugins, routes, shared services. It never listens; `server.ts` owns the
+ * process, the ports and the signals.
+ */
+export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
+  const { config } = options
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    // Twilio retries a voice webhook that takes longer than 15 s; ours answer in milliseconds.
+    requestTimeout: 15000,
+    trustProxy: true
+  })
+  await app.register(metricsPlugin, {
+    version: options.version,
+    ...(options.registry === undefined ? {} : { registry: options.registry }),
+    ...(options.processMetrics === undefined ? {} : { processMetrics: options.processMetrics })
+  })
+  await app.register(eventsPlugin, { config, version: options.version, ...(options.events === undefined ? {} : { sink: options.events }) })
+  await app.register(callsPlugin, { maxCalls: config.maxCalls })
+  await app.register(websocket, {
+    options: {
+      maxPayload: MAX_MESSAGE_BYTES,
+      // Twilio offers no compression; refusing it keeps per-socket memory predictable.
+      perMessageDeflate: false
+    }
+  })
+  await app.register(healthRoutes)
+  await app.register(twilioVoiceRoutes, { config })
+  await app.register(twilioMediaRoutes, {
+    config,
+    ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
+    ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
+    ...(options.terminateTimeoutMs === undefined ? {} : { terminateTimeoutMs: options.terminateTimeoutMs })
+  })
+  return app
+}

@@ -1,0 +1,248 @@
+import { performance } from 'node:perf_hooks'
+import type { CoreLogger } from '../log.ts'
+import type { SessionOptions } from '../assemblyai/session.ts'
+import { TrackAligner } from '../audio/aligner.ts'
+import type { PushResult, Track } from '../audio/aligner.ts'
+import { Chunker } from '../audio/chunker.ts'
+import type { UpstreamError } from '../errors.ts'
+import type { Metrics } from '../metrics.ts'
+import { serializeEvent } from '../webhooks/events.ts'
+import type { EventSink, OutgoingEvent } from '../webhooks/events.ts'
+import { TurnAssembler } from './turns.ts'
+import type { TranscriptEntry } from './turns.ts'
+import { UpstreamLink } from './upstream-link.ts'
+import type { ReconnectPolicy, UpstreamSessionSummary } from './upstream-link.ts'
+
+export type EndReason = 'completed' | 'stream_error' | 'transcription_failed' | 'shutdown'
+
+/** What the Twilio `start` message established about this stream. */
+export interface CallIdentity {
+  callSid: string
+  streamSid: string
+  accountSid: string
+  tracks: Track[]
+  /** `<Parameter>`s of the stream without the token and the keyterms: PHI-grade, never logged. */
+  customParameters: Record<string, string>
+}
+
+export interface CallSessionOptions {
+  identity: CallIdentity
+  /** AssemblyAI session settings for this call (keyterms already merged and bounded). */
+  upstream: SessionOptions
+  /** 50–1000 ms of audio per upstream frame. */
+  chunkMs: number
+  sink: EventSink
+  metrics: Metrics
+  /** The call's child logger (callSid, streamSid bound). */
+  logger: CoreLogger
+  /** How long the upstream may take to return its last turns after `Terminate`, ms. Default 10000. */
+  terminateTimeoutMs?: number
+  reconnect?: ReconnectPolicy
+  /** Called once when the call has ended and its `call.ended` is durable. */
+  onEnded: (session: CallSession, reason: EndReason) => void
+}
+
+const SAMPLE_RATE = 8000
+const LAG_RING = 512
+
+/**
+ * One Twilio media stream, from `start` to `call.ended`: decodes and aligns the two tracks, sends the
+ * mix upstream in exact chunks, turns final Turns into events, and ends exactly once.
+ */
+export class CallSession {
+  readonly identity: CallIdentity
+  readonly startedAt: Date
+  readonly #options: CallSessionOptions
+  readonly #metrics: Metrics
+  readonly #logger: CoreLogger
+  readonly #aligner: TrackAligner
+  readonly #chunker: Chunker
+  readonly #link: UpstreamLink
+  readonly #turns: TurnAssembler
+  #sequence = 0
+  #ended: Promise<void> | null = null
+  #endReason: EndReason | null = null
+
+  /** performance.now() of the frame being handled, for bridge latency and transcript lag. */
+  #frameReceivedAt = 0
+  #sendingFromFrame = false
+  /** Ring of (chunk end sample, receipt time of the frame that completed it), for transcript lag. */
+  readonly #lagEnd = new Float64Array(LAG_RING)
+  readonly #lagAt = new Float64Array(LAG_RING)
+  #lagNext = 0
+
+  // Counters batched off the hot path; flushMetrics() moves them to prom-client.
+  #mediaMessages = 0
+  readonly #flushed = { inboundReceived: 0, outboundReceived: 0, inboundGap: 0, outboundGap: 0 }
+
+  constructor (options: CallSessionOptions) {
+    this.#options = options
+    this.identity = options.identity
+    this.#metrics = options.metrics
+    this.#logger = options.logger
+    this.startedAt = new Date()
+    this.#chunker = new Chunker(options.chunkMs, (chunk, startSample) => this.#onChunk(chunk, startSample), SAMPLE_RATE)
+    this.#aligner = new TrackAligner({
+      tracks: options.identity.tracks,
+      sampleRate: SAMPLE_RATE,
+      onMixed: (samples, length) => this.#chunker.push(samples, length)
+    })
+    this.#turns = new TurnAssembler(this.#aligner.energy)
+    this.#link = new UpstreamLink({
+      session: options.upstream,
+      metrics: options.metrics,
+      logger: options.logger,
+      ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
+      onTurn: (turn, sessionId, offsetSamples) => this.#onTurn(turn, sessionId, offsetSamples),
+      onRevision: (revision, sessionId) => this.#turns.applyRevision(revision, sessionId),
+      onFailed: (error) => this.#onUpstreamFailed(error)
+    })
+  }
+
+  get ended (): boolean { return this.#ended !== null }
+  get turnCount (): number { return this.#turns.count }
+  /** Bytes waiting in the upstream socket: the backpressure signal. */
+  get upstreamBufferedAmount (): number { return this.#link.bufferedAmount }
+
+  /** Publishes `call.started` and opens the upstream session. */
+  start (): void {
+    const { identity, upstream } = this.#options
+    this.#publish('call.started', {
+      account_sid: identity.accountSid,
+      started_at: this.startedAt.toISOString(),
+      tracks: identity.tracks,
+      custom_parameters: identity.customParameters,
+      transcription: { speech_model: upstream.speechModel, domain: upstream.domain, speaker_labels: upstream.speakerLabels, sample_rate: upstream.sampleRate }
+    })
+    this.#link.start()
+  }
+
+  /**
+   * Hot path, ~100 times a second: one validated media frame. Returns the aligner's verdict so the
+   * caller can count invalid timestamps.
+   */
+  handleMedia (track: Track, timestampMs: number, payload: Uint8Array): PushResult {
+    if (this.#ended !== null) return 'ok'
+    this.#mediaMessages++
+    this.#frameReceivedAt = performance.now()
+    this.#sendingFromFrame = true
+    const result = this.#aligner.push(track, timestampMs, payload)
+    this.#sendingFromFrame = false
+    return result
+  }
+
+  /**
+   * Ends the call once, whatever asks first (`stop`, a socket close, a status callback, the drain, a
+   * failed upstream): flushes the audio, collects the last turns, publishes `call.ended`.
+   */
+  end (reason: EndReason): Promise<void> {
+    this.#ended ??= this.#finish(reason)
+    return this.#ended
+  }
+
+  async #finish (reason: EndReason): Promise<void> {
+    this.#endReason = reason
+    try {
+      if (reason !== 'transcription_failed') {
+        this.#aligner.flush()
+        this.#chunker.flush(50)
+        await this.#link.finish(this.#options.terminateTimeoutMs ?? 10000)
+      }
+    } catch (error) {
+      this.#logger.error({ err: error }, 'upstream did not finish cleanly')
+    } finally {
+      this.#link.close()
+    }
+    const endedAt = new Date()
+    this.#publish('call.ended', {
+      reason,
+      started_at: this.startedAt.toISOString(),
+      ended_at: endedAt.toISOString(),
+      audio_ms: Math.round(this.#aligner.endSample / 8),
+      turn_count: this.#turns.count,
+      transcript: this.#turns.transcript satisfies TranscriptEntry[],
+      upstream_sessions: this.#link.sessions satisfies UpstreamSessionSummary[]
+    })
+    this.flushMetrics()
+    const durationSeconds = (endedAt.getTime() - this.startedAt.getTime()) / 1000
+    this.#metrics.callsTotal.inc({ outcome: reason })
+    this.#metrics.callDuration.observe(durationSeconds)
+    this.#logger.info({ reason, turns: this.#turns.count, audioMs: Math.round(this.#aligner.endSample / 8), durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
+    this.#options.onEnded(this, reason)
+  }
+
+  /** Moves the batched counters to prom-client; called periodically and at the end. */
+  flushMetrics (): void {
+    const metrics = this.#metrics
+    if (this.#mediaMessages > 0) {
+      metrics.twilioMessages.inc({ event: 'media' }, this.#mediaMessages)
+      this.#mediaMessages = 0
+    }
+    const stats = this.#aligner.stats
+    const flushed = this.#flushed
+    const inboundReceived = stats.inbound.receivedSamples - flushed.inboundReceived
+    const outboundReceived = stats.outbound.receivedSamples - flushed.outboundReceived
+    const inboundGap = stats.inbound.gapSamples - flushed.inboundGap
+    const outboundGap = stats.outbound.gapSamples - flushed.outboundGap
+    if (inboundReceived > 0) metrics.audioReceived.inc({ track: 'inbound' }, inboundReceived / SAMPLE_RATE)
+    if (outboundReceived > 0) metrics.audioReceived.inc({ track: 'outbound' }, outboundReceived / SAMPLE_RATE)
+    if (inboundGap > 0) metrics.audioGap.inc({ track: 'inbound' }, inboundGap / SAMPLE_RATE)
+    if (outboundGap > 0) metrics.audioGap.inc({ track: 'outbound' }, outboundGap / SAMPLE_RATE)
+    flushed.inboundReceived = stats.inbound.receivedSamples
+    flushed.outboundReceived = stats.outbound.receivedSamples
+    flushed.inboundGap = stats.inbound.gapSamples
+    flushed.outboundGap = stats.outbound.gapSamples
+  }
+
+  #onChunk (chunk: Buffer, startSample: number): void {
+    const endSample = startSample + chunk.length / 2
+    const receivedAt = this.#sendingFromFrame ? this.#frameReceivedAt : performance.now()
+    const slot = this.#lagNext++ % LAG_RING
+    this.#lagEnd[slot] = endSample
+    this.#lagAt[slot] = receivedAt
+    const sent = this.#link.send(chunk, startSample)
+    if (sent && this.#sendingFromFrame) {
+      this.#metrics.bridgeLatency.observe((performance.now() - this.#frameReceivedAt) / 1000)
+    }
+  }
+
+  #onTurn (turn: Parameters<TurnAssembler['accept']>[0], sessionId: string, offsetSamples: number): void {
+    if (this.#endReason === 'transcription_failed') return
+    const data = this.#turns.accept(turn, sessionId, offsetSamples)
+    if (data === null) return
+    this.#link.markFinal(data.end_ms * 8)
+    this.#observeLag(data.end_ms * 8)
+    this.#metrics.turnsTotal.inc({ role: data.role })
+    this.#publish('transcript.turn', { ...data })
+    this.#logger.debug({ turnIndex: data.turn_index, role: data.role, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')
+  }
+
+  #observeLag (endSample: number): void {
+    const newest = this.#lagNext - 1
+    for (let i = Math.max(0, this.#lagNext - LAG_RING); i <= newest; i++) {
+      const slot = i % LAG_RING
+      if ((this.#lagEnd[slot] as number) >= endSample) {
+        this.#metrics.transcriptLag.observe((performance.now() - (this.#lagAt[slot] as number)) / 1000)
+        return
+      }
+    }
+  }
+
+  #onUpstreamFailed (error: UpstreamError): void {
+    this.#logger.error({ code: error.closeCode }, 'transcription failed for this call')
+    void this.end('transcription_failed')
+  }
+
+  #publish (type: OutgoingEvent['type'], fields: Record<string, unknown>): void {
+    const { identity } = this.#options
+    this.#sequence++
+    const data = { call_sid: identity.callSid, stream_sid: identity.streamSid, sequence: this.#sequence, ...fields }
+    try {
+      this.#options.sink.publish(serializeEvent(type, data))
+    } catch (error) {
+      // The outbox could not persist the event (disk full, database closed): nothing else can keep
+      // it, so say so loudly with the ids an operator needs to find the call.
+      this.#logger.error({ err: error, type, sequence: this.#sequence }, 'event could not be stored')
+    }
+  }
+}
