@@ -51,6 +51,8 @@ export function streamUrls (publicUrl: URL): { streamUrl: string, statusCallback
 }
 
 const RESERVED_PARAMETERS = new Set(['token'])
+const SID = /^CA[0-9a-fA-F]{32}$/
+const ACCOUNT_SID = /^AC[0-9a-fA-F]{32}$/
 
 export default async function twilioVoiceRoutes (fastify: FastifyInstance, options: TwilioRouteOptions): Promise<void> {
   const { config } = options
@@ -66,8 +68,8 @@ export default async function twilioVoiceRoutes (fastify: FastifyInstance, optio
     }
     const callSid = single(params, 'CallSid')
     const accountSid = single(params, 'AccountSid')
-    if (callSid === undefined || accountSid === undefined) {
-      return reply.code(400).send({ error: 'CallSid and AccountSid are required' })
+    if (callSid === undefined || accountSid === undefined || !SID.test(callSid) || !ACCOUNT_SID.test(accountSid)) {
+      return reply.code(400).send({ error: 'CallSid and AccountSid are required (CA… and AC… followed by 32 hex digits)' })
     }
     // The number's voice URL may carry per-number settings: `keyterms` joins the global list for the
     // call, every other query parameter becomes a stream <Parameter> (e.g. clinic=north).

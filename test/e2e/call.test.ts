@@ -211,3 +211,11 @@ for (const failure of [
     assert.equal((await failingStream.done).code, 1011)
   })
 }
+
+test('a voice webhook with a malformed CallSid gets 400, not a token', async (t) => {
+  const harness = await startHarness({ webhook: false })
+  t.after(() => harness.close())
+  const call = await harness.simulator.placeCall({ callSid: 'CA.not.a.sid' })
+  assert.equal(call.status, 400)
+  assert.doesNotMatch(call.body, /token/)
+})

@@ -1,0 +1,67 @@
+import twilio from 'twilio'
+
+/**
+ * The TwiML answering the voice webhook (reference/twilio-media-streams.md §2): start a
+ * unidirectional stream of both tracks, then hand the call on. `<Start>` is non-blocking, so a verb
+ * must follow or Twilio hangs up.
+ */
+
+export interface StreamTwimlOptions {
+  /** Absolute `wss://` URL of the media route, without a query string (Twilio strips or refuses one). */
+  streamUrl: string
+  /** Absolute URL of the stream status callback route. */
+  statusCallbackUrl: string
+  /** `<Stream name>`; unique per call, echoed as StreamName in status callbacks. Default 'medstream'. */
+  streamName?: string
+  /** Each becomes a `<Parameter>` and arrives in `start.customParameters`; includes `token`. */
+  parameters: Record<string, string>
+  /** A phone number, or a `sip:` URI, to `<Dial>` after starting the stream. Wins over continueUrl. */
+  forwardTo?: string | null
+  /** The customer's existing voice flow, reached with `<Redirect method="POST">`. */
+  continueUrl?: string | null
+}
+
+export interface StreamTwiml {
+  twiml: string
+  /** Names of parameters left out by the 500-character rule, for the caller to warn about. */
+  droppedParameters: string[]
+}
+
+export const DEFAULT_STREAM_NAME = 'medstream'
+/** Twilio: name + value of each `<Parameter>` must be under 500 characters (§2.3). */
+export const MAX_PARAMETER_CHARS = 500
+const TOKEN_PARAMETER = 'token'
+
+export function buildStreamTwiml (options: StreamTwimlOptions): StreamTwiml {
+  // An empty string from the environment means "not set", like null.
+  const forwardTo = options.forwardTo || null
+  const continueUrl = options.continueUrl || null
+  if (forwardTo === null && continueUrl === null) {
+    throw new TypeError('buildStreamTwiml needs forwardTo or continueUrl; set FORWARD_TO or TWIML_CONTINUE_URL, otherwise Twilio hangs up after <Start>')
+  }
+  const response = new twilio.twiml.VoiceResponse()
+  const stream = response.start().stream({
+    name: options.streamName ?? DEFAULT_STREAM_NAME,
+    url: options.streamUrl,
+    track: 'both_tracks',
+    statusCallback: options.statusCallbackUrl,
+    statusCallbackMethod: 'POST'
+  })
+  const droppedParameters: string[] = []
+  for (const [name, value] of Object.entries(options.parameters)) {
+    // The token is what authenticates the stream; without it the call could never be transcribed.
+    if (name !== TOKEN_PARAMETER && name.length + value.length >= MAX_PARAMETER_CHARS) {
+      droppedParameters.push(name)
+      continue
+    }
+    stream.parameter({ name, value })
+  }
+  if (forwardTo !== null) {
+    const dial = response.dial()
+    if (forwardTo.toLowerCase().startsWith('sip:')) dial.sip(forwardTo)
+    else dial.number(forwardTo)
+  } else if (continueUrl !== null) {
+    response.redirect({ method: 'POST' }, continueUrl)
+  }
+  return { twiml: response.toString(), droppedParameters }
+}
