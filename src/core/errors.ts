@@ -3,10 +3,20 @@
  * webhook receiver) say whether a retry can help. Messages tell the operator what to do; they never
  * carry transcript text, phone numbers, tokens or keys.
  */
+export const ERROR_CODES = {
+  MS_ERR_CONFIG: 'a configuration value is missing or invalid; the message names the variable and the fix',
+  MS_ERR_UPSTREAM: 'an AssemblyAI session failed; `retryable` says whether a new session can help',
+  MS_ERR_DELIVERY: 'a webhook attempt failed; it is retried with backoff for 24 hours',
+  MS_ERR_SINK_CLOSED: 'an event was published after the event sink closed (a bug: calls end before the sink)',
+  MS_ERR_INVALID_CALL_SID: 'an event carried a call_sid that is not a Twilio CallSid; it was not written to a file'
+} as const
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
 export class MedstreamError extends Error {
-  readonly code: string
+  readonly code: ErrorCode
   readonly retryable: boolean
-  constructor (code: string, message: string, options: { retryable?: boolean, cause?: unknown } = {}) {
+  constructor (code: ErrorCode, message: string, options: { retryable?: boolean, cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'MedstreamError'
     this.code = code

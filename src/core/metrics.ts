@@ -67,21 +67,14 @@ export type UpstreamErrorLabel = typeof UPSTREAM_ERROR_CODES[number]
 
 /**
  * prom-client's default process_* and nodejs_* metrics, minus the ones `promtool check metrics`
- * rejects: prom-client 15 exports `nodejs_active_*_total` as gauges, and promtool wants `_total` only
- * on counters. They are re-exported under names without the suffix.
+ * rejects: prom-client 15 exports `nodejs_active_{handles,requests,resources}_total` as gauges, and
+ * promtool wants `_total` only on counters (and `_count` only on histograms and summaries, so a rename
+ * to `…_count` fails too). They are dropped, not renamed: the per-type gauges
+ * `nodejs_active_handles{type}` etc. stay, and `sum()` over them is the same total.
  */
 export function collectProcessMetrics (registry: Registry): void {
   collectDefaultMetrics({ register: registry })
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
     registry.removeSingleMetric(name)
   }
-  new Gauge({
-    name: 'nodejs_active_handles_count',
-    help: 'Number of active libuv handles.',
-    registers: [registry],
-    collect () {
-      // getActiveResourcesInfo is the public successor of the deprecated _getActiveHandles.
-      this.set(process.getActiveResourcesInfo().length)
-    }
-  })
 }

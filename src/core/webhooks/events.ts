@@ -19,6 +19,8 @@ export interface OutgoingEvent {
  * moves on only then. Delivery happens later and in order per stream.
  */
 export interface EventSink {
+  /** Begins delivery of what an earlier run left pending. Optional: a sink with nothing to resume omits it. */
+  start? (): void
   publish (event: OutgoingEvent): void
   /** Stops accepting events, makes a last delivery pass until `deadline` (epoch ms), keeps the rest. */
   close (deadline: number): Promise<void>

@@ -1,0 +1,353 @@
+import { mkdirSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
+import type { StatementSync } from 'node:sqlite'
+import type { OutgoingEvent } from './events.ts'
+
+export type OutboxState = 'pending' | 'dead'
+
+/** An event as the operator sees it: everything but the body (which holds PHI). */
+export interface OutboxRow {
+  id: string
+  callSid: string
+  streamSid: string
+  sequence: number
+  type: string
+  state: OutboxState
+  attempts: number
+  /** When the event was first published, epoch ms. */
+  createdAt: number
+  /** Start of the current retry window (publish time, or the last replay), epoch ms. */
+  queuedAt: number
+  /** Only the head of a stream has one; null for the events queued behind it and for dead letters. */
+  nextAttemptAt: number | null
+  lastAttemptAt: number | null
+  /** HTTP status of the last failed attempt, null when it got no answer. */
+  lastStatus: number | null
+  /** Reason of the last failure: `status`, `redirect`, `timeout`, `shutdown` or `network:<code>`. */
+  lastError: string | null
+  /** A receiver's `Retry-After`: no attempt before this, even when everything else is retried at once. */
+  notBefore: number | null
+  deadAt: number | null
+}
+
+/** The head of a stream, due for an attempt. */
+export interface DueEvent {
+  id: string
+  callSid: string
+  streamSid: string
+  sequence: number
+  body: string
+  attempts: number
+  queuedAt: number
+}
+
+export interface CallSummary {
+  callSid: string
+  pending: number
+  dead: number
+  /** Oldest `createdAt` among the call's events, epoch ms. */
+  oldestCreatedAt: number
+}
+
+export interface PauseState {
+  /** Epoch ms. */
+  since: number
+  status: number
+}
+
+export interface FailureRecord {
+  /** Epoch ms of the attempt. */
+  at: number
+  status: number | null
+  reason: string
+}
+
+const SCHEMA_VERSION = 1
+const PAUSE_KEY = 'endpoint_paused'
+
+/**
+ * The durable outbox: every event is committed here before `publish` returns, and leaves only when a
+ * receiver answered 2xx. Dead letters stay until an operator replays or purges them.
+ *
+ * Ordering invariant: of a stream's pending events exactly one, the lowest `sequence`, has a
+ * `next_attempt_at`; the rest wait behind it with NULL. "What is due" is then one range scan of a
+ * partial index, however large a backlog a long outage leaves.
+ *
+ * The operator CLI opens the same file from another process; WAL lets it read and write while the
+ * service runs, and the `control` table carries the endpoint pause flag between the two.
+ */
+export class Outbox {
+  readonly path: string
+  #db: DatabaseSync
+  #closed = false
+  #insert: StatementSync
+  #demote: StatementSync
+  #promote: StatementSync
+  #due: StatementSync
+  #nextDue: StatementSync
+  #delete: StatementSync
+  #fail: StatementSync
+  #dead: StatementSync
+  #retryAll: StatementSync
+  #getControl: StatementSync
+  #setControl: StatementSync
+  #deleteControl: StatementSync
+
+  static pathIn (dataDir: string): string {
+    return join(dataDir, 'outbox.db')
+  }
+
+  /** Opens (and creates, with its directory, mode 0700) the database at `path`. */
+  constructor (path: string) {
+    this.path = path
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+    this.#db = new DatabaseSync(path)
+    // FULL makes each commit survive power loss as well as a SIGKILL; events are turns, not audio
+    // frames, so one fsync each is affordable.
+    // busy_timeout first: the operator CLI and the service open the same file concurrently.
+    this.#db.exec(`
+      PRAGMA busy_timeout = 5000;
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = FULL;
+      CREATE TABLE IF NOT EXISTS events (
+        id TEXT PRIMARY KEY,
+        call_sid TEXT NOT NULL,
+        stream_sid TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        queued_at INTEGER NOT NULL,
+        next_attempt_at INTEGER,
+        last_attempt_at INTEGER,
+        last_status INTEGER,
+        last_error TEXT,
+        not_before INTEGER,
+        dead_at INTEGER
+      ) STRICT;
+      CREATE INDEX IF NOT EXISTS events_stream ON events (stream_sid, state, sequence);
+      CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+      CREATE INDEX IF NOT EXISTS events_state_created ON events (state, created_at);
+      CREATE TABLE IF NOT EXISTS control (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    `)
+    if (this.#db.prepare('PRAGMA user_version').get()?.user_version !== SCHEMA_VERSION) {
+      this.#db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`)
+    }
+    const db = this.#db
+    this.#insert = db.prepare(`INSERT INTO events (id, call_sid, stream_sid, sequence, type, body, created_at, queued_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+    this.#demote = db.prepare(`UPDATE events SET next_attempt_at = NULL
+      WHERE stream_sid = :s AND state = 'pending' AND next_attempt_at IS NOT NULL
+        AND sequence > (SELECT MIN(sequence) FROM events WHERE stream_sid = :s AND state = 'pending')`)
+    this.#promote = db.prepare(`UPDATE events SET next_attempt_at = :now
+      WHERE id = (SELECT id FROM events WHERE stream_sid = :s AND state = 'pending' ORDER BY sequence LIMIT 1)
+        AND next_attempt_at IS NULL`)
+    this.#due = db.prepare(`SELECT id, call_sid, stream_sid, sequence, body, attempts, queued_at FROM events
+      WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ? ORDER BY next_attempt_at`)
+    this.#nextDue = db.prepare('SELECT MIN(next_attempt_at) AS t FROM events WHERE next_attempt_at > ?')
+    this.#delete = db.prepare('DELETE FROM events WHERE id = ?')
+    this.#fail = db.prepare(`UPDATE events SET attempts = attempts + 1, last_attempt_at = :at, last_status = :status,
+        last_error = :reason, not_before = :notBefore,
+        next_attempt_at = CASE WHEN next_attempt_at IS NULL THEN NULL ELSE :next END
+      WHERE id = :id AND state = 'pending'`)
+    this.#dead = db.prepare(`UPDATE events SET state = 'dead', attempts = attempts + 1, last_attempt_at = :at,
+        last_status = :status, last_error = :reason, next_attempt_at = NULL, dead_at = :at
+      WHERE id = :id AND state = 'pending'`)
+    this.#retryAll = db.prepare(`UPDATE events SET next_attempt_at = MAX(:now, COALESCE(not_before, 0))
+      WHERE next_attempt_at > MAX(:now, COALESCE(not_before, 0))`)
+    this.#getControl = db.prepare('SELECT value FROM control WHERE key = ?')
+    this.#setControl = db.prepare('INSERT INTO control (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value')
+    this.#deleteControl = db.prepare('DELETE FROM control WHERE key = ?')
+  }
+
+  get closed (): boolean {
+    return this.#closed
+  }
+
+  /** Commits the event (durable when this returns). False when an event with this id is already held. */
+  insert (event: OutgoingEvent, now: number = Date.now()): boolean {
+    return this.#transaction(() => {
+      const { changes } = this.#insert.run(event.id, event.callSid, event.streamSid, event.sequence, event.type, event.body, now, now)
+      if (changes === 0) return false
+      this.#fixHead(event.streamSid, now)
+      return true
+    })
+  }
+
+  /**
+   * Heads of streams whose next attempt is due at `now`, soonest first. Lazy: stop iterating once
+   * the sender has no free slot.
+   */
+  * due (now: number): Generator<DueEvent> {
+    for (const row of this.#due.iterate(now)) {
+      yield {
+        id: row.id as string,
+        callSid: row.call_sid as string,
+        streamSid: row.stream_sid as string,
+        sequence: row.sequence as number,
+        body: row.body as string,
+        attempts: row.attempts as number,
+        queuedAt: row.queued_at as number
+      }
+    }
+  }
+
+  /** The earliest attempt time after `now` among stream heads, or null when nothing waits. */
+  nextDueAt (now: number): number | null {
+    const row = this.#nextDue.get(now)
+    return (row?.t as number | null | undefined) ?? null
+  }
+
+  /** A receiver answered 2xx: the event leaves the outbox and the next one of its stream is due. */
+  markDelivered (id: string, streamSid: string, now: number = Date.now()): void {
+    this.#transaction(() => {
+      this.#delete.run(id)
+      this.#fixHead(streamSid, now)
+    })
+  }
+
+  /**
+   * A failed attempt that will be retried at `nextAttemptAt`. `notBefore` (a receiver's Retry-After)
+   * also holds when everything else is retried at once.
+   */
+  markFailed (id: string, failure: FailureRecord, nextAttemptAt: number, notBefore: number | null = null): void {
+    this.#fail.run({ id, at: failure.at, status: failure.status, reason: failure.reason, next: nextAttemptAt, notBefore })
+  }
+
+  /** The event's retry window is exhausted: it becomes a dead letter and its stream goes on. */
+  markDead (id: string, streamSid: string, failure: FailureRecord): void {
+    this.#transaction(() => {
+      this.#dead.run({ id, at: failure.at, status: failure.status, reason: failure.reason })
+      this.#fixHead(streamSid, failure.at)
+    })
+  }
+
+  /**
+   * Makes every waiting stream head due at `now` (start, recovery, resume), or when its receiver's
+   * Retry-After ends if that is later. Returns how many.
+   */
+  retryAllNow (now: number = Date.now()): number {
+    return Number(this.#retryAll.run({ now }).changes)
+  }
+
+  counts (): Record<OutboxState, number> {
+    const counts = { pending: 0, dead: 0 }
+    for (const row of this.#db.prepare('SELECT state, COUNT(*) AS n FROM events GROUP BY state').all()) {
+      counts[row.state as OutboxState] = row.n as number
+    }
+    return counts
+  }
+
+  /** `createdAt` of the oldest pending event, or null when none is pending. */
+  oldestPendingCreatedAt (): number | null {
+    const row = this.#db.prepare("SELECT MIN(created_at) AS t FROM events WHERE state = 'pending'").get()
+    return (row?.t as number | null | undefined) ?? null
+  }
+
+  /** Events without their bodies, oldest first. */
+  list (filter: { state?: OutboxState, callSid?: string, limit?: number } = {}): OutboxRow[] {
+    const rows = this.#db.prepare(`SELECT id, call_sid, stream_sid, sequence, type, state, attempts, created_at, queued_at,
+        next_attempt_at, last_attempt_at, last_status, last_error, not_before, dead_at
+      FROM events WHERE (:state IS NULL OR state = :state) AND (:call IS NULL OR call_sid = :call)
+      ORDER BY created_at, stream_sid, sequence LIMIT :limit`)
+      .all({ state: filter.state ?? null, call: filter.callSid ?? null, limit: filter.limit ?? -1 })
+    return rows.map((row) => ({
+      id: row.id as string,
+      callSid: row.call_sid as string,
+      streamSid: row.stream_sid as string,
+      sequence: row.sequence as number,
+      type: row.type as string,
+      state: row.state as OutboxState,
+      attempts: row.attempts as number,
+      createdAt: row.created_at as number,
+      queuedAt: row.queued_at as number,
+      nextAttemptAt: row.next_attempt_at as number | null,
+      lastAttemptAt: row.last_attempt_at as number | null,
+      lastStatus: row.last_status as number | null,
+      lastError: row.last_error as string | null,
+      notBefore: row.not_before as number | null,
+      deadAt: row.dead_at as number | null
+    }))
+  }
+
+  /** Pending and dead counts per call, the call with the oldest event first. */
+  summary (): CallSummary[] {
+    const rows = this.#db.prepare(`SELECT call_sid, SUM(state = 'pending') AS pending, SUM(state = 'dead') AS dead,
+        MIN(created_at) AS oldest FROM events GROUP BY call_sid ORDER BY oldest`).all()
+    return rows.map((row) => ({
+      callSid: row.call_sid as string,
+      pending: row.pending as number,
+      dead: row.dead as number,
+      oldestCreatedAt: row.oldest as number
+    }))
+  }
+
+  /**
+   * Re-queues dead letters with a fresh retry window: one by id, a call's, or (with neither) all.
+   * A replayed event goes to the head of its stream's queue. Returns how many.
+   */
+  replayDead (selector: { id?: string, callSid?: string } = {}, now: number = Date.now()): number {
+    return this.#transaction(() => {
+      const rows = this.#db.prepare(`UPDATE events SET state = 'pending', attempts = 0, queued_at = :now,
+          next_attempt_at = NULL, not_before = NULL, dead_at = NULL
+        WHERE state = 'dead' AND (:id IS NULL OR id = :id) AND (:call IS NULL OR call_sid = :call)
+        RETURNING stream_sid`).all({ now, id: selector.id ?? null, call: selector.callSid ?? null })
+      for (const streamSid of new Set(rows.map((row) => row.stream_sid as string))) this.#fixHead(streamSid, now)
+      return rows.length
+    })
+  }
+
+  /** Deletes dead letters created at least `olderThanMs` ago (all of them by default). Returns how many. */
+  purgeDead (options: { olderThanMs?: number } = {}, now: number = Date.now()): number {
+    const cutoff = now - (options.olderThanMs ?? 0)
+    return Number(this.#db.prepare("DELETE FROM events WHERE state = 'dead' AND created_at <= ?").run(cutoff).changes)
+  }
+
+  /** Records that the endpoint answered `410 Gone`; kept until `resume()`, visible to every process. */
+  pause (status: number, now: number = Date.now()): void {
+    this.#setControl.run(PAUSE_KEY, JSON.stringify({ since: now, status }))
+  }
+
+  /** Clears the pause flag. True when delivery was paused. */
+  resume (): boolean {
+    return Number(this.#deleteControl.run(PAUSE_KEY).changes) > 0
+  }
+
+  pauseState (): PauseState | null {
+    const row = this.#getControl.get(PAUSE_KEY)
+    if (row === undefined) return null
+    try {
+      const value = JSON.parse(row.value as string) as Partial<PauseState>
+      return { since: Number(value.since ?? 0), status: Number(value.status ?? 410) }
+    } catch {
+      return { since: 0, status: 410 }
+    }
+  }
+
+  /** Idempotent. */
+  close (): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#db.close()
+  }
+
+  #fixHead (streamSid: string, now: number): void {
+    this.#demote.run({ s: streamSid })
+    this.#promote.run({ s: streamSid, now })
+  }
+
+  #transaction<T> (fn: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE')
+    try {
+      const result = fn()
+      this.#db.exec('COMMIT')
+      return result
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK')
+      throw err
+    }
+  }
+}

@@ -1,0 +1,128 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Outbox } from '../../../src/core/webhooks/outbox.ts'
+import { callSid, streamSid, testEvent } from './receiver.ts'
+
+function openOutbox (t: { after: (fn: () => void) => void }): { outbox: Outbox, path: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'medstream-outbox-'))
+  const outbox = new Outbox(Outbox.pathIn(dir))
+  t.after(() => {
+    outbox.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return { outbox, path: outbox.path }
+}
+
+const failure = (at: number) => ({ at, status: 503, reason: 'status' })
+
+test('outbox keeps one due head per stream when events are queued', (t) => {
+  const { outbox } = openOutbox(t)
+  const t0 = 1_000_000
+  for (let sequence = 1; sequence <= 3; sequence++) assert.equal(outbox.insert(testEvent(1, sequence), t0), true)
+  outbox.insert(testEvent(2, 1), t0 + 5)
+
+  assert.deepEqual([...outbox.due(t0 + 10)].map((event) => event.id), [`${streamSid(1)}-1`, `${streamSid(2)}-1`])
+  assert.deepEqual([...outbox.due(t0 + 2)].map((event) => event.id), [`${streamSid(1)}-1`])
+  assert.equal(outbox.nextDueAt(t0 + 2), t0 + 5)
+  assert.deepEqual(outbox.counts(), { pending: 4, dead: 0 })
+  assert.equal(outbox.oldestPendingCreatedAt(), t0)
+})
+
+test('outbox ignores an event whose webhook-id it already holds when inserting', (t) => {
+  const { outbox } = openOutbox(t)
+  assert.equal(outbox.insert(testEvent(1, 1)), true)
+  assert.equal(outbox.insert(testEvent(1, 1)), false)
+  assert.equal(outbox.counts().pending, 1)
+})
+
+test('outbox makes the next event of the stream due when the head is delivered or dead', (t) => {
+  const { outbox } = openOutbox(t)
+  const t0 = 1_000_000
+  for (let sequence = 1; sequence <= 3; sequence++) outbox.insert(testEvent(1, sequence), t0)
+
+  outbox.markFailed(`${streamSid(1)}-1`, failure(t0), t0 + 1000)
+  assert.deepEqual([...outbox.due(t0 + 500)], [], 'a backing-off head holds its stream')
+  assert.equal(outbox.nextDueAt(t0 + 500), t0 + 1000)
+
+  outbox.markDelivered(`${streamSid(1)}-1`, streamSid(1), t0 + 1000)
+  assert.deepEqual([...outbox.due(t0 + 1000)].map((event) => event.sequence), [2])
+
+  outbox.markDead(`${streamSid(1)}-2`, streamSid(1), failure(t0 + 2000))
+  assert.deepEqual([...outbox.due(t0 + 2000)].map((event) => event.sequence), [3])
+  const dead = outbox.list({ state: 'dead' })
+  assert.equal(dead.length, 1)
+  assert.equal(dead[0]?.attempts, 1)
+  assert.equal(dead[0]?.lastStatus, 503)
+  assert.equal(dead[0]?.nextAttemptAt, null)
+  assert.deepEqual(outbox.counts(), { pending: 1, dead: 1 })
+})
+
+test('outbox puts a replayed dead letter at the head of its stream with a fresh window when replaying', (t) => {
+  const { outbox } = openOutbox(t)
+  const t0 = 1_000_000
+  for (let sequence = 1; sequence <= 3; sequence++) outbox.insert(testEvent(1, sequence), t0)
+  outbox.insert(testEvent(2, 1), t0)
+  outbox.markDead(`${streamSid(1)}-1`, streamSid(1), failure(t0))
+  outbox.markDead(`${streamSid(2)}-1`, streamSid(2), failure(t0))
+
+  assert.equal(outbox.replayDead({ callSid: callSid(1) }, t0 + 50), 1)
+  const due = [...outbox.due(t0 + 50)]
+  assert.deepEqual(due.map((event) => event.id), [`${streamSid(1)}-1`])
+  assert.equal(due[0]?.attempts, 0)
+  assert.equal(due[0]?.queuedAt, t0 + 50)
+  assert.equal(outbox.list({ callSid: callSid(1) }).filter((row) => row.nextAttemptAt !== null).length, 1, 'one head per stream')
+
+  assert.equal(outbox.replayDead({}, t0 + 60), 1)
+  assert.deepEqual(outbox.counts(), { pending: 4, dead: 0 })
+})
+
+test('outbox deletes only dead letters older than the cutoff when purging', (t) => {
+  const { outbox } = openOutbox(t)
+  const day = 86_400_000
+  outbox.insert(testEvent(1, 1), 0)
+  outbox.insert(testEvent(2, 1), 9 * day)
+  outbox.insert(testEvent(3, 1), 9 * day)
+  outbox.markDead(`${streamSid(1)}-1`, streamSid(1), failure(day))
+  outbox.markDead(`${streamSid(2)}-1`, streamSid(2), failure(10 * day))
+
+  assert.equal(outbox.purgeDead({ olderThanMs: 7 * day }, 10 * day), 1)
+  assert.deepEqual(outbox.counts(), { pending: 1, dead: 1 })
+  assert.equal(outbox.purgeDead({}, 10 * day), 1)
+  assert.deepEqual(outbox.counts(), { pending: 1, dead: 0 })
+})
+
+test('outbox shares the pause flag with another process when paused and resumed', (t) => {
+  const { outbox, path } = openOutbox(t)
+  const operator = new Outbox(path)
+  t.after(() => operator.close())
+  assert.equal(outbox.pauseState(), null)
+  outbox.pause(410, 1234)
+  assert.deepEqual(operator.pauseState(), { since: 1234, status: 410 })
+  assert.equal(operator.resume(), true)
+  assert.equal(outbox.pauseState(), null)
+  assert.equal(operator.resume(), false)
+})
+
+test('outbox makes every waiting head due when retrying all now', (t) => {
+  const { outbox } = openOutbox(t)
+  outbox.insert(testEvent(1, 1), 0)
+  outbox.insert(testEvent(2, 1), 0)
+  outbox.markFailed(`${streamSid(1)}-1`, failure(0), 60_000)
+  outbox.markFailed(`${streamSid(2)}-1`, failure(0), 90_000)
+  assert.equal(outbox.retryAllNow(10), 2)
+  assert.equal([...outbox.due(10)].length, 2)
+})
+
+test('outbox keeps committed events when reopened and closes idempotently', (t) => {
+  const { outbox, path } = openOutbox(t)
+  outbox.insert(testEvent(1, 1))
+  outbox.close()
+  outbox.close()
+  assert.equal(outbox.closed, true)
+  const reopened = new Outbox(path)
+  t.after(() => reopened.close())
+  assert.deepEqual(reopened.list().map((row) => row.id), [`${streamSid(1)}-1`])
+})
