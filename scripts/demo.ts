@@ -100,7 +100,7 @@ async function main (): Promise<void> {
     await stream.opened
     console.log(`media stream ${stream.streamSid} open; playing ${(sample.inbound.length / 8000).toFixed(1)} s of two-track audio`)
     const result = await stream.done
-    console.log(`stream closed by the service with ${result.code} after ${result.framesSent} media frames`)
+    console.log(`stream closed with ${result.code} after ${result.framesSent} media frames`)
     await Promise.race([callEnded, new Promise((resolve) => setTimeout(resolve, 30000))])
     const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()
     console.log('\na few metrics:')

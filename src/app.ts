@@ -24,6 +24,7 @@ export interface AppOptions {
   startTimeoutMs?: number
   reconnect?: ReconnectPolicy
   terminateTimeoutMs?: number
+  heartbeatMs?: number
 }
 
 /**
@@ -58,7 +59,8 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     config,
     ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
     ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
-    ...(options.terminateTimeoutMs === undefined ? {} : { terminateTimeoutMs: options.terminateTimeoutMs })
+    ...(options.terminateTimeoutMs === undefined ? {} : { terminateTimeoutMs: options.terminateTimeoutMs }),
+    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
   })
   return app
 }

@@ -18,6 +18,9 @@ export function createMetrics (registry: Registry, version: string) {
     audioReceived: new Counter({ name: 'medstream_audio_received_seconds_total', help: 'Audio received from Twilio, by track.', labelNames: ['track'] as const, registers }),
     audioGap: new Counter({ name: 'medstream_audio_gap_seconds_total', help: 'Silence inserted for missing or late Twilio audio, by track.', labelNames: ['track'] as const, registers }),
     upstreamAudioSent: new Counter({ name: 'medstream_upstream_audio_sent_seconds_total', help: 'Audio sent to AssemblyAI (a cost proxy).', registers }),
+    // Not in DESIGN.md's table: audio that could not be kept for the upstream during a long outage
+    // (beyond the 30 s replay bound). Nothing is dropped silently.
+    upstreamAudioDropped: new Counter({ name: 'medstream_upstream_audio_dropped_seconds_total', help: 'Audio given up because the upstream was unavailable for longer than the replay bound.', registers }),
     upstreamSessionsActive: new Gauge({ name: 'medstream_upstream_sessions_active', help: 'Open AssemblyAI streaming sessions.', registers }),
     upstreamConnect: new Histogram({ name: 'medstream_upstream_connect_seconds', help: 'Time from opening an AssemblyAI session to its Begin message.', buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10], registers }),
     upstreamErrors: new Counter({ name: 'medstream_upstream_errors_total', help: 'AssemblyAI session errors, by close code.', labelNames: ['code'] as const, registers }),

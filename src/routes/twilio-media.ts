@@ -23,6 +23,11 @@ export interface MediaRouteOptions {
   reconnect?: ReconnectPolicy
   /** How long an ending call may wait for its last upstream turns, ms. */
   terminateTimeoutMs?: number
+  /**
+   * WebSocket ping interval, ms. Default 20000. A socket that has not answered the previous ping by
+   * the next one is dead (a peer gone without a FIN) and is terminated, which ends its call.
+   */
+  heartbeatMs?: number
 }
 
 /** Twilio never sends a message near this; a 20 ms media frame is ~400 bytes. */
@@ -52,13 +57,30 @@ export default async function twilioMediaRoutes (fastify: FastifyInstance, optio
     }
   })
 
+  // One timer for every socket of the process, not one per call.
+  const alive = new Map<WebSocket, boolean>()
+  const heartbeat = setInterval(() => {
+    for (const [socket, answered] of alive) {
+      if (!answered) {
+        socket.terminate()
+        continue
+      }
+      alive.set(socket, false)
+      socket.ping()
+    }
+  }, options.heartbeatMs ?? 20000)
+  heartbeat.unref()
+  fastify.addHook('onClose', async () => clearInterval(heartbeat))
+
   fastify.get('/twilio/media', { websocket: true }, (socket: WebSocket, request: FastifyRequest) => {
     calls.reserve()
     const stream = new MediaStream(fastify, socket, request, options, startTimeoutMs)
     // The listener is attached before any await: Twilio sends `connected` and `start` at once.
     socket.on('message', (data, isBinary) => stream.onMessage(data, isBinary))
-    socket.on('close', (code) => stream.onClose(code))
+    socket.on('close', (code) => { alive.delete(socket); stream.onClose(code) })
     socket.on('error', (error) => stream.onError(error))
+    socket.on('pong', () => { if (alive.has(socket)) alive.set(socket, true) })
+    alive.set(socket, true)
   })
 }
 

@@ -59,8 +59,8 @@ test('a two-party call yields call.started, a turn per spoken turn with the righ
     // Call timeline = Twilio's media.timestamp clock: the audio starts at 150 ms on it.
     const startMs = turn.start_ms as number
     const endMs = turn.end_ms as number
-    assert.ok(Math.abs(startMs - (150 + expected.startMs)) <= 250, `turn ${index + 1} starts at ${startMs}, spoken at ${150 + expected.startMs}`)
-    assert.ok(Math.abs(endMs - (150 + expected.endMs)) <= 250, `turn ${index + 1} ends at ${endMs}, spoken until ${150 + expected.endMs}`)
+    assert.ok(Math.abs(startMs - (150 + expected.startMs)) <= 100, `turn ${index + 1} starts at ${startMs}, spoken at ${150 + expected.startMs}`)
+    assert.ok(Math.abs(endMs - (150 + expected.endMs)) <= 100, `turn ${index + 1} ends at ${endMs}, spoken until ${150 + expected.endMs}`)
     const words = turn.words as Array<{ text: string, start_ms: number, end_ms: number, confidence: number, speaker: string | null }>
     assert.equal(words.map((word) => word.text).join(' '), expected.text)
     assert.equal(words[0]?.start_ms, startMs)

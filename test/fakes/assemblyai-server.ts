@@ -42,8 +42,12 @@ export interface FaultPlan {
 export interface FakeAssemblyAiOptions {
   /** Accepted raw `Authorization` values (also accepted as a `token` query parameter). */
   apiKeys: string[]
-  /** Texts for the detected speech segments in order; beyond it "Utterance N." alternating A/B. */
-  script?: FakeUtterance[]
+  /**
+   * Texts for the detected speech segments in order; beyond it "Utterance N." alternating A/B. A
+   * function gives each session its own script (a replacement session after a reconnect starts in
+   * the middle of the call), asked when the session's first segment opens.
+   */
+  script?: FakeUtterance[] | ((sessionIndex: number) => FakeUtterance[])
   faults?: (sessionIndex: number) => FaultPlan
   /** Partial Turns before each final. Default 1. */
   partialsPerTurn?: number
@@ -213,6 +217,7 @@ class FakeConnection {
   readonly #ws: WebSocket
   readonly #session: RecordedSession
   readonly #options: FakeAssemblyAiOptions
+  #script: FakeUtterance[] | null = null
   readonly #faults: FaultPlan
   readonly #config: Config
   readonly #startedAt = performance.now()
@@ -372,7 +377,9 @@ class FakeConnection {
 
   #open (startMs: number): Segment {
     const turnOrder = this.#nextTurnOrder++
-    const scripted = this.#options.script?.[turnOrder]
+    const script = this.#options.script
+    this.#script ??= typeof script === 'function' ? script(this.#session.index) : (script ?? [])
+    const scripted = this.#script[turnOrder]
     return {
       turnOrder,
       text: scripted?.text ?? `Utterance ${turnOrder + 1}.`,

@@ -41,6 +41,8 @@ export interface HarnessOptions {
   env?: Record<string, string>
   startTimeoutMs?: number
   reconnect?: ReconnectPolicy
+  /** prom-client's process_* and nodejs_* metrics (default off: most tests build many apps). */
+  processMetrics?: boolean
 }
 
 export interface Harness {
@@ -89,7 +91,7 @@ export async function startHarness (options: HarnessOptions = {}): Promise<Harne
     config,
     logger,
     version: '0.0.0-test',
-    processMetrics: false,
+    processMetrics: options.processMetrics ?? false,
     terminateTimeoutMs: 5000,
     ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
     ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect })

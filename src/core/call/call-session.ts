@@ -194,7 +194,10 @@ export class CallSession {
     flushed.outboundGap = stats.outbound.gapSamples
   }
 
-  #onChunk (chunk: Buffer, startSample: number): void {
+  #onChunk (chunk: Buffer, outputSample: number): void {
+    // The chunker counts from its first sample; the call timeline starts at stream start, and the
+    // mix begins where the first frame's media.timestamp puts it.
+    const startSample = outputSample + (this.#aligner.startSample ?? 0)
     const endSample = startSample + chunk.length / 2
     const receivedAt = this.#sendingFromFrame ? this.#frameReceivedAt : performance.now()
     const slot = this.#lagNext++ % LAG_RING

@@ -7,6 +7,8 @@ import { UpstreamError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 
 const SAMPLES_PER_MS = 8
+/** ~16 s of 8 kHz PCM16: far beyond a healthy socket, well within the replay bound. */
+const HIGH_WATER_BYTES = 256 * 1024
 
 export interface ReconnectPolicy {
   /** Attempts after a retryable failure before the call's transcription is given up. Default 8. */
@@ -101,12 +103,11 @@ export class UpstreamLink {
   send (chunk: Buffer, startSample: number): boolean {
     if (this.#closed || this.#failed) return false
     this.#chunks.push({ chunk, startSample, endSample: startSample + chunk.length / 2 })
-    let sent = false
-    if (this.#open && this.#nextToSend === this.#chunks.length - 1) {
-      sent = this.#sendNext()
-    }
-    this.#trim()
-    return sent
+    // Backpressure: while the socket has more than HIGH_WATER_BYTES queued, audio waits here (within
+    // the replay bound) instead of piling up in ws; it goes out with the next chunk after the drain.
+    if (this.#open && (this.#current?.session.bufferedAmount ?? 0) <= HIGH_WATER_BYTES) this.#flushQueue()
+    else this.#trim()
+    return this.#nextToSend === this.#chunks.length
   }
 
   /** A final turn ended at `endSample`: audio before it will never need a replay. */
@@ -222,7 +223,11 @@ export class UpstreamLink {
     if (last !== undefined) {
       // Past the bound, the oldest audio goes first; unsent audio that goes is counted as lost.
       while (drop < chunks.length && last.endSample - (chunks[drop] as PendingChunk).startSample > this.#replayLimitSamples) {
-        if (drop >= this.#nextToSend) this.#droppedSamples += (chunks[drop] as PendingChunk).chunk.length / 2
+        if (drop >= this.#nextToSend) {
+          const samples = (chunks[drop] as PendingChunk).chunk.length / 2
+          this.#droppedSamples += samples
+          this.#options.metrics.upstreamAudioDropped.inc(samples / 8000)
+        }
         drop++
       }
     }

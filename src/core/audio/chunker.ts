@@ -1,0 +1,90 @@
+/** AssemblyAI's streaming API accepts binary audio messages of 50 to 1000 ms. */
+const MIN_CHUNK_MS = 50
+const MAX_CHUNK_MS = 1000
+
+/**
+ * Cuts a PCM16 stream into chunks of exactly `chunkMs` (AUDIO_CHUNK_MS), as little-endian bytes ready
+ * to send. Each chunk is a fresh Buffer whose ownership passes to `onChunk`, so the sender may queue
+ * it; at most one partial chunk is held here.
+ */
+export class Chunker {
+  readonly chunkMs: number
+  readonly sampleRate: number
+  readonly #chunkSamples: number
+  readonly #onChunk: (chunk: Buffer, startSample: number) => void
+  #chunk: Buffer | null = null
+  /** Samples written into #chunk. */
+  #filled = 0
+  #emitted = 0
+
+  /**
+   * @param chunkMs length of every chunk but a flushed tail, in ms; an integer from 50 to 1000.
+   * @param onChunk receives each chunk and its first sample's position in this chunker's output
+   *   (0-based, counting padding); not the call timeline, to which the caller adds its own origin.
+   * @param sampleRate samples per second; default 8000 (50 ms = 400 samples = 800 bytes).
+   */
+  constructor (chunkMs: number, onChunk: (chunk: Buffer, startSample: number) => void, sampleRate = 8000) {
+    if (!Number.isInteger(chunkMs) || chunkMs < MIN_CHUNK_MS || chunkMs > MAX_CHUNK_MS) {
+      throw new RangeError(`Chunker: chunkMs must be an integer from ${MIN_CHUNK_MS} to ${MAX_CHUNK_MS} (AssemblyAI's limits; see AUDIO_CHUNK_MS), got ${chunkMs}`)
+    }
+    if (!Number.isInteger(sampleRate) || sampleRate % 1000 !== 0 || sampleRate < 8000 || sampleRate > 48000) {
+      throw new RangeError(`Chunker: sampleRate must be a multiple of 1000 from 8000 to 48000, got ${sampleRate}`)
+    }
+    if (typeof onChunk !== 'function') throw new TypeError('Chunker: onChunk must be a function')
+    this.chunkMs = chunkMs
+    this.sampleRate = sampleRate
+    this.#chunkSamples = chunkMs * sampleRate / 1000
+    this.#onChunk = onChunk
+  }
+
+  /** Samples handed to onChunk so far, flushed tails and their padding included. */
+  get emittedSamples (): number {
+    return this.#emitted
+  }
+
+  /** Appends `samples[0..length)`; every chunk this completes goes to onChunk before push returns. */
+  push (samples: Int16Array, length: number): void {
+    if (!(length >= 0) || length > samples.length) {
+      throw new RangeError(`Chunker.push: length ${length} is outside the ${samples.length}-sample array`)
+    }
+    const chunkSamples = this.#chunkSamples
+    let i = 0
+    while (i < length) {
+      // Allocated only when a sample arrives, so flush never meets an empty chunk.
+      const chunk = this.#chunk ??= Buffer.allocUnsafe(chunkSamples * 2)
+      const end = i + Math.min(length - i, chunkSamples - this.#filled)
+      let byte = this.#filled * 2
+      for (; i < end; i++) {
+        const s = samples[i]!
+        chunk[byte++] = s & 0xff
+        chunk[byte++] = (s >> 8) & 0xff
+      }
+      this.#filled = byte >> 1
+      if (this.#filled === chunkSamples) this.#emit(chunk, chunkSamples)
+    }
+  }
+
+  /**
+   * Sends what is held as a last, shorter chunk, padded with silence to at least `minTailMs`
+   * (0..chunkMs, default 50: AssemblyAI's shortest message); nothing when nothing is held.
+   * The chunker stays usable afterwards.
+   */
+  flush (minTailMs = MIN_CHUNK_MS): void {
+    if (!Number.isFinite(minTailMs) || minTailMs < 0 || minTailMs > this.chunkMs) {
+      throw new RangeError(`Chunker.flush: minTailMs must be from 0 to chunkMs (${this.chunkMs}), got ${minTailMs}`)
+    }
+    const chunk = this.#chunk
+    if (chunk === null || this.#filled === 0) return
+    const samples = Math.max(this.#filled, Math.ceil(minTailMs * this.sampleRate / 1000))
+    chunk.fill(0, this.#filled * 2, samples * 2)
+    this.#emit(samples === this.#chunkSamples ? chunk : chunk.subarray(0, samples * 2), samples)
+  }
+
+  #emit (chunk: Buffer, samples: number): void {
+    const start = this.#emitted
+    this.#chunk = null
+    this.#filled = 0
+    this.#emitted += samples
+    this.#onChunk(chunk, start)
+  }
+}
