@@ -41,13 +41,14 @@ function offsetInMix (expected: Int16Array, audio: Int16Array): number {
 }
 
 async function startWithFaults (faults: (index: number) => FaultPlan, extra: Parameters<typeof startHarness>[0] = {}): Promise<Harness> {
-  let harness: Harness | undefined
-  harness = await startHarness({
+  // The script function reads the fake's sessions, so it needs the harness it is part of.
+  const box: { harness?: Harness } = {}
+  box.harness = await startHarness({
     reconnect: FAST_RECONNECT,
     ...extra,
-    fake: { script: continuingScript(() => harness!.fake), faults, ...extra.fake }
+    fake: { script: continuingScript(() => box.harness!.fake), faults, ...extra.fake }
   })
-  return harness
+  return box.harness
 }
 
 async function playCall (harness: Harness, speed = 10) {
