@@ -1,0 +1,130 @@
+/**
+ * A small demo webhook receiver (the `webhook-receiver` service of docker-compose.yml): verifies every
+ * delivery's Standard Webhooks signature with WEBHOOK_SECRET, de-duplicates by `webhook-id` and prints
+ * one line per new event: `<type> seq=<sequence> call=<call_sid>` plus turn index and role.
+ *
+ * Transcript text is PHI, so it is printed only with `--print-text`, labelled as such.
+ *
+ *   WEBHOOK_SECRET=whsec_… node scripts/webhook-receiver.ts [--port 8081] [--host 0.0.0.0] [--print-text]
+ */
+import { createServer } from 'node:http'
+import type { IncomingMessage, Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { parseArgs } from 'node:util'
+import { Webhook } from 'standardwebhooks'
+
+/** Larger bodies are refused: a `call.ended` of a long call is well below this. */
+const MAX_BODY_BYTES = 8 * 1024 * 1024
+/** De-duplication memory; a retry comes within 24 h, far fewer than this many events later in a demo. */
+const MAX_SEEN_IDS = 100_000
+
+export interface ReceiverOptions {
+  /** `whsec_…` secrets; a delivery is accepted when any of them verifies it (secret rotation). */
+  secrets: string[]
+  /** Print `data.text` of turns (PHI). Default false. */
+  printText?: boolean
+  /** Where event lines go (default stdout). */
+  write?: (line: string) => void
+  /** Where rejections go (default stderr). */
+  warn?: (line: string) => void
+}
+
+type EventData = Record<string, unknown>
+
+function describe (type: string, data: EventData, printText: boolean): string {
+  const parts = [type, `seq=${String(data.sequence)}`, `call=${String(data.call_sid)}`]
+  if (type === 'transcript.turn') {
+    parts.push(`turn=${String(data.turn_index)}`, `role=${String(data.role)}`, `speaker=${String(data.speaker)}`)
+    if (printText) parts.push(`text(PHI)=${JSON.stringify(data.text)}`)
+  } else if (type === 'call.ended') {
+    parts.push(`reason=${String(data.reason)}`, `turns=${String(data.turn_count)}`)
+  }
+  return parts.join(' ')
+}
+
+function readBody (request: IncomingMessage): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    request.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size > MAX_BODY_BYTES) { resolve(null); request.destroy(); return }
+      chunks.push(chunk)
+    })
+    request.on('end', () => { resolve(Buffer.concat(chunks)) })
+    request.on('error', reject)
+  })
+}
+
+/** An HTTP server (not yet listening) that accepts signed deliveries on any path. */
+export function createWebhookReceiver (options: ReceiverOptions): Server {
+  if (options.secrets.length === 0) throw new Error('webhook receiver: no secret; set WEBHOOK_SECRET to the whsec_… secret medstream signs with')
+  const verifiers = options.secrets.map((secret) => new Webhook(secret))
+  const write = options.write ?? ((line: string) => { process.stdout.write(`${line}\n`) })
+  const warn = options.warn ?? ((line: string) => { process.stderr.write(`${line}\n`) })
+  const seen = new Set<string>()
+
+  return createServer((request, response) => {
+    if (request.method !== 'POST') {
+      response.writeHead(405, { allow: 'POST' }).end()
+      return
+    }
+    readBody(request).then((body) => {
+      if (body === null) { response.writeHead(413).end(); return }
+      const headers = {
+        'webhook-id': String(request.headers['webhook-id'] ?? ''),
+        'webhook-timestamp': String(request.headers['webhook-timestamp'] ?? ''),
+        'webhook-signature': String(request.headers['webhook-signature'] ?? '')
+      }
+      const id = headers['webhook-id']
+      let event: { type: string, data: EventData } | null = null
+      for (const verifier of verifiers) {
+        try {
+          event = verifier.verify(body, headers) as { type: string, data: EventData }
+          break
+        } catch {
+          // try the next secret
+        }
+      }
+      if (event === null) {
+        warn(`rejected id=${JSON.stringify(id)}: signature or timestamp did not verify`)
+        response.writeHead(401).end()
+        return
+      }
+      // 2xx to a retry as well: its first 2xx was lost on the way back.
+      response.writeHead(204).end()
+      if (seen.has(id)) return
+      seen.add(id)
+      if (seen.size > MAX_SEEN_IDS) seen.delete(seen.values().next().value as string)
+      write(describe(event.type, event.data ?? {}, options.printText === true))
+    }).catch(() => {
+      if (!response.headersSent) response.writeHead(400).end()
+    })
+  })
+}
+
+function main (): void {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string', default: '8081' },
+      host: { type: 'string', default: '0.0.0.0' },
+      'print-text': { type: 'boolean', default: false }
+    }
+  })
+  const secrets = (process.env.WEBHOOK_SECRET ?? '').split(/\s+/).filter((secret) => secret !== '')
+  if (secrets.length === 0) {
+    process.stderr.write('webhook-receiver: WEBHOOK_SECRET is not set; set it to the whsec_… secret medstream signs with\n')
+    process.exit(1)
+  }
+  const printText = values['print-text']
+  const server = createWebhookReceiver({ secrets, printText })
+  server.listen(Number(values.port), values.host, () => {
+    const { port } = server.address() as AddressInfo
+    process.stdout.write(`webhook-receiver: listening on ${values.host}:${port}${printText ? ' (printing transcript text: PHI)' : ''}\n`)
+  })
+  const stop = (): void => { server.close(() => process.exit(0)); server.closeAllConnections() }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+}
+
+if (import.meta.main) main()
