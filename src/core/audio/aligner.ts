@@ -8,9 +8,9 @@ export type Track = 'inbound' | 'outbound'
  * What became of a frame. 'ok': placed (a hole before it became silence). 'late': its place was
  * already mixed, partly or wholly; that part was dropped, the rest placed. 'backwards' (starts before
  * the track's last received audio, beyond the 2 ms jitter tolerance) and 'jump' (starts more than
- * maxJumpMs after it; also a negative or non-finite timestamp, or a track not in `tracks`): invalid,
- * dropped whole. A dropped jump does not move the track's reference, so after a real outage longer
- * than maxJumpMs every later frame of the track is a 'jump' too: the caller should end the stream.
+ * maxJumpMs after where the track stands; also a negative or non-finite timestamp, or a track not in
+ * `tracks`): invalid, dropped whole. A frame that exactly continues a dropped jump is accepted: after
+ * a real outage longer than maxJumpMs the track resumes one frame later instead of being lost.
  */
 export type PushResult = 'ok' | 'late' | 'backwards' | 'jump'
 
@@ -64,6 +64,8 @@ interface Lane {
   head: number
   /** Timeline position just after the last received audio; -1 before the track's first frame. */
   lastEnd: number
+  /** End of the last frame dropped as a 'jump', -1 if none: a frame starting exactly there resyncs. */
+  jumpEnd: number
   readonly stats: TrackStats
   readonly energy: TrackEnergy
 }
@@ -173,10 +175,16 @@ export class TrackAligner {
         lane.stats.invalidFrames++
         return 'backwards'
       }
-    } else if (pos > expected + this.#maxJump) {
+    } else if (pos > Math.max(expected, lane.head) + this.#maxJump && pos !== lane.jumpEnd) {
+      // Measured from where the lane stands, silence included: a track that stalled while the other
+      // went on resumes near the mix position and is no jump. A lone frame far ahead is dropped;
+      // a second frame that continues it exactly shows the timeline really moved (Twilio discarded
+      // audio), and is accepted, its hole becoming silence, so the track is never lost for good.
+      lane.jumpEnd = pos + length
       lane.stats.invalidFrames++
       return 'jump'
     }
+    lane.jumpEnd = -1
     const place = pos <= expected + this.#tolerance && pos >= expected - this.#tolerance ? expected : pos
     lane.stats.receivedSamples += length
     lane.lastEnd = place + length
@@ -210,7 +218,7 @@ export class TrackAligner {
   }
 
   #newLane (track: Track): Lane {
-    return { buf: new Int16Array(this.#capacity), head: 0, lastEnd: -1, stats: this.stats[track], energy: this.energy[track] }
+    return { buf: new Int16Array(this.#capacity), head: 0, lastEnd: -1, jumpEnd: -1, stats: this.stats[track], energy: this.energy[track] }
   }
 
   /** Silence in `lane` up to timeline position `to`, in pieces that fit its buffer, mixing after each. */

@@ -350,3 +350,38 @@ test('TrackAligner refuses with a clear error when options are invalid', () => {
   assert.throws(() => new TrackAligner({ tracks: ['inbound'], maxWaitMs: 100, maxJumpMs: 50, onMixed }), /maxJumpMs/)
   assert.throws(() => new TrackAligner({ tracks: ['inbound'], sampleRate: 8001, onMixed }), /sampleRate/)
 })
+
+test('TrackAligner resumes a track that stalled longer than maxJumpMs while the other went on', () => {
+  const random = prng(21)
+  const run = harness({ maxJumpMs: 1000 })
+  // Both tracks for 200 ms, then only outbound for 2 s (the inbound track stalled), then both again.
+  const frames = interleaved(random, 10)
+  for (const frame of frames) run.push(frame)
+  const outboundOnly: Frame[] = []
+  for (let k = 10; k < 110; k++) outboundOnly.push({ track: 'outbound', ms: 150 + 20 * k, bytes: randomFrame(random) })
+  for (const frame of outboundOnly) run.push(frame)
+  const resumed = interleaved(random, 10, 150 + 20 * 110)
+  const results = resumed.map((frame) => run.push(frame))
+  assert.ok(results.every((result) => result === 'ok'), `the stalled track resumes where the mix stands: ${results.join(',')}`)
+  assert.equal(run.aligner.stats.inbound.invalidFrames, 0)
+  run.aligner.flush()
+  assertSamplesEqual(run.output, referenceMix(150, 150 + 20 * 120, [...frames, ...outboundOnly, ...resumed]).mix)
+})
+
+test('TrackAligner accepts the frame after a lone jump when it continues it, so a real outage is survived', () => {
+  const random = prng(22)
+  const run = harness({ tracks: ['inbound'], maxJumpMs: 1000 })
+  const before: Frame[] = []
+  for (let k = 0; k < 10; k++) before.push({ track: 'inbound', ms: 150 + 20 * k, bytes: randomFrame(random) })
+  for (const frame of before) run.push(frame)
+  // Twilio discarded 5 s of audio: the next frames are 5 s ahead and continue each other.
+  const outageEnd = 150 + 200 + 5000
+  const after: Frame[] = []
+  for (let k = 0; k < 10; k++) after.push({ track: 'inbound', ms: outageEnd + 20 * k, bytes: randomFrame(random) })
+  assert.equal(run.push(after[0]!), 'jump', 'the first frame after the outage alone is not trusted')
+  assert.equal(run.push(after[1]!), 'ok', 'the frame that continues it resyncs the track')
+  for (const frame of after.slice(2)) assert.equal(run.push(frame), 'ok')
+  assert.equal(run.aligner.stats.inbound.invalidFrames, 1)
+  assert.equal(run.aligner.stats.inbound.gapSamples, (5000 + 20) * 8, 'the outage and the dropped frame became silence')
+  assertSamplesEqual(run.output, referenceMix(150, outageEnd + 200, [...before, ...after.slice(1)], ['inbound']).mix)
+})
