@@ -13,29 +13,19 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startFakeAssemblyAi } from '../test/fakes/assemblyai-server.ts'
 import { TwilioSimulator } from '../test/fakes/twilio-simulator.ts'
 import { loadSampleCall } from '../test/helpers/harness.ts'
+import { freePort, waitForOk } from '../test/helpers/net.ts'
 import { startWebhookReceiver } from '../test/helpers/webhook-receiver.ts'
 import type { ReceivedEvent } from '../test/helpers/webhook-receiver.ts'
 
 const { values } = parseArgs({ options: { speed: { type: 'string', default: '1' }, keep: { type: 'boolean', default: false } } })
 const realKey = process.env.ASSEMBLYAI_API_KEY
 const speed = realKey === undefined ? Number(values.speed) : 1
-
-async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
 
 function describe (event: ReceivedEvent): string {
   const data = event.data
@@ -91,7 +81,7 @@ async function main (): Promise<void> {
   const service = spawn(process.execPath, ['src/server.ts'], { env, stdio: ['ignore', 'inherit', 'inherit'] })
   const serviceExit = once(service, 'exit')
   try {
-    await waitForHealth(`${publicUrl}/healthz`)
+    await waitForOk(`${publicUrl}/healthz`, 10000, () => service.exitCode === null)
     console.log(`service up on ${publicUrl} (metrics on :${metricsPort}); placing a call to /twilio/voice?clinic=north`)
     const simulator = new TwilioSimulator({ serviceUrl: publicUrl, publicUrl, authToken })
     const call = await simulator.placeCall({ path: '/twilio/voice?clinic=north&keyterms=Holter%20monitor' })
@@ -114,18 +104,6 @@ async function main (): Promise<void> {
     await fake?.close()
     if (!values.keep) rmSync(dataDir, { recursive: true, force: true })
   }
-}
-
-async function waitForHealth (url: string): Promise<void> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    try {
-      if ((await fetch(url)).ok) return
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  throw new Error('the service did not become healthy within 10 s')
 }
 
 main().catch((error: unknown) => {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
+import type { SessionOptions } from './core/assemblyai/protocol.ts'
 import { ConfigError } from './core/errors.ts'
 import { deriveStreamTokenSecret } from './core/twilio/stream-token.ts'
 
@@ -22,17 +23,8 @@ export interface Config {
   streamTokenSecretSource: 'configured' | 'derived' | 'random'
   forwardTo: string | null
   twimlContinueUrl: string | null
-  assemblyai: {
-    apiKey: string
-    url: string
-    speechModel: string
-    domain: string | null
-    speakerLabels: boolean
-    maxSpeakers: number
-    keyterms: string[]
-    minTurnSilenceMs: number
-    maxTurnSilenceMs: number
-  }
+  /** Every call's AssemblyAI session settings; the call adds its own keyterms and the sample rate. */
+  assemblyai: Omit<SessionOptions, 'sampleRate' | 'connectTimeoutMs'>
   /** 50–1000 ms of audio per upstream binary frame. */
   audioChunkMs: number
   webhookUrl: string | null

@@ -214,18 +214,7 @@ class MediaStream {
     }
     const session = new CallSession({
       identity: { callSid: start.callSid, streamSid: start.streamSid, accountSid: start.accountSid, tracks: start.tracks, customParameters },
-      upstream: {
-        url: config.assemblyai.url,
-        apiKey: config.assemblyai.apiKey,
-        speechModel: config.assemblyai.speechModel,
-        domain: config.assemblyai.domain,
-        speakerLabels: config.assemblyai.speakerLabels,
-        maxSpeakers: config.assemblyai.maxSpeakers,
-        keyterms: keyterms.terms,
-        minTurnSilenceMs: config.assemblyai.minTurnSilenceMs,
-        maxTurnSilenceMs: config.assemblyai.maxTurnSilenceMs,
-        sampleRate: 8000
-      },
+      upstream: { ...config.assemblyai, keyterms: keyterms.terms, sampleRate: 8000 },
       chunkMs: config.audioChunkMs,
       sink: this.#fastify.events,
       metrics,

@@ -7,11 +7,10 @@ import { spawn, spawnSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { test } from 'node:test'
+import { freePort, waitForOk } from '../helpers/net.ts'
 import { readRepoFile, ROOT } from './manifests.ts'
 
 interface Instruction { keyword: string, args: string }
@@ -78,28 +77,8 @@ const healthcheck = only(runtime, 'HEALTHCHECK')
 const healthcheckCmd = JSON.parse(healthcheck.slice(healthcheck.indexOf('CMD ') + 4)) as string[]
 const imageEnv = Object.assign({}, ...all(runtime, 'ENV').map(parseEnvInstruction)) as Record<string, string>
 
-async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
-
-async function waitForHealthz (port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    assert.equal(child.exitCode, null, 'the service exited while starting')
-    try {
-      const response = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(1000) })
-      if (response.status === 200) return
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  }
-  throw new Error(`no /healthz answer within ${timeoutMs} ms`)
+function waitForHealthz (port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+  return waitForOk(`http://127.0.0.1:${port}/healthz`, timeoutMs, () => child.exitCode === null)
 }
 
 test('Dockerfile builds on node:24-slim in two stages with a production-only install when read', () => {

@@ -3,8 +3,6 @@ import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -12,21 +10,13 @@ import { startFakeAssemblyAi } from '../fakes/assemblyai-server.ts'
 import type { FakeUtterance } from '../fakes/assemblyai-server.ts'
 import { TwilioSimulator } from '../fakes/twilio-simulator.ts'
 import { API_KEY, AUTH_TOKEN, loadSampleCall, WEBHOOK_SECRET } from '../helpers/harness.ts'
+import { freePort, waitForOk } from '../helpers/net.ts'
 import { startWebhookReceiver } from '../helpers/webhook-receiver.ts'
 import type { ReceiverOptions } from '../helpers/webhook-receiver.ts'
 
 const ROOT = new URL('../../', import.meta.url).pathname
 const sample = loadSampleCall()
 const script: FakeUtterance[] = sample.turns.map((turn) => ({ text: turn.text, speaker: turn.track === 'outbound' ? 'A' : 'B' }))
-
-async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
 
 interface Service {
   process: ChildProcess
@@ -50,13 +40,10 @@ async function startService (env: Record<string, string>): Promise<Service> {
   child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
   const url = `http://127.0.0.1:${port}`
-  for (let attempt = 0; ; attempt++) {
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) break
-    } catch {
-      if (attempt > 150) throw new Error(`service did not start:\n${output}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100))
+  try {
+    await waitForOk(`${url}/healthz`, 15000, () => child.exitCode === null)
+  } catch (error) {
+    throw new Error(`service did not start:\n${output}`, { cause: error })
   }
   return { process: child, url, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, exited, output: () => output }
 }
