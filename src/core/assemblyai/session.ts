@@ -4,6 +4,11 @@ import { UpstreamError } from '../errors.ts'
 import { buildSessionUrl, classifyClose, parseServerMessage } from './protocol.ts'
 import type { Begin, ClientMessage, SessionOptions as ProtocolSessionOptions, SpeakerRevision, SpeechStarted, Termination, Turn, Warning } from './protocol.ts'
 
+
+function zeroMask (mask: Buffer): void {
+  mask.fill(0)
+}
+
 export interface SessionOptions extends ProtocolSessionOptions {
   /** Receives listener exceptions and lifecycle debug lines (ids and codes only). Optional. */
   logger?: Logger
@@ -92,7 +97,10 @@ export class AssemblyAiSession {
         ws = new WebSocket(buildSessionUrl(this.#options), {
           headers: { Authorization: this.#options.apiKey },
           perMessageDeflate: false,
-          maxPayload: MAX_MESSAGE_BYTES
+          maxPayload: MAX_MESSAGE_BYTES,
+          // RFC 6455 masking protects browser-side intermediaries from script-chosen bytes; between
+          // two servers it only costs a copy of every audio frame. ws skips the XOR for a zero key.
+          generateMask: zeroMask
         })
       } catch (err) {
         this.#finish(1006, new UpstreamError('network', 'AssemblyAI session: cannot open the WebSocket; check ASSEMBLYAI_URL', false, err))

@@ -1,3 +1,9 @@
+import { endianness } from 'node:os'
+
+// Chunks are filled through an Int16Array view, which writes the platform's byte order; AssemblyAI
+// wants pcm_s16le. Every platform Node ships for is little-endian, but say so if that ever changes.
+if (endianness() !== 'LE') throw new Error('medstream needs a little-endian platform (PCM16 chunks are written in native order)')
+
 /** AssemblyAI's streaming API accepts binary audio messages of 50 to 1000 ms. */
 const MIN_CHUNK_MS = 50
 const MAX_CHUNK_MS = 1000
@@ -13,6 +19,8 @@ export class Chunker {
   readonly #chunkSamples: number
   readonly #onChunk: (chunk: Buffer, startSample: number) => void
   #chunk: Buffer | null = null
+  /** #chunk's bytes as samples: PCM16 little-endian is the platform's own layout (checked at load). */
+  #view: Int16Array | null = null
   /** Samples written into #chunk. */
   #filled = 0
   #emitted = 0
@@ -50,17 +58,18 @@ export class Chunker {
     const chunkSamples = this.#chunkSamples
     let i = 0
     while (i < length) {
-      // Allocated only when a sample arrives, so flush never meets an empty chunk.
-      const chunk = this.#chunk ??= Buffer.allocUnsafe(chunkSamples * 2)
-      const end = i + Math.min(length - i, chunkSamples - this.#filled)
-      let byte = this.#filled * 2
-      for (; i < end; i++) {
-        const s = samples[i]!
-        chunk[byte++] = s & 0xff
-        chunk[byte++] = (s >> 8) & 0xff
+      // Allocated only when a sample arrives, so flush never meets an empty chunk. Its own
+      // ArrayBuffer (not a slice of Node's 8 KiB pool): chunks kept for a replay then hold only
+      // their own 800 bytes alive, and the Int16Array view needs the aligned offset 0.
+      if (this.#chunk === null) {
+        this.#chunk = Buffer.allocUnsafeSlow(chunkSamples * 2)
+        this.#view = new Int16Array(this.#chunk.buffer, 0, chunkSamples)
       }
-      this.#filled = byte >> 1
-      if (this.#filled === chunkSamples) this.#emit(chunk, chunkSamples)
+      const count = Math.min(length - i, chunkSamples - this.#filled)
+      ;(this.#view as Int16Array).set(samples.subarray(i, i + count), this.#filled)
+      i += count
+      this.#filled += count
+      if (this.#filled === chunkSamples) this.#emit(this.#chunk, chunkSamples)
     }
   }
 
@@ -83,6 +92,7 @@ export class Chunker {
   #emit (chunk: Buffer, samples: number): void {
     const start = this.#emitted
     this.#chunk = null
+    this.#view = null
     this.#filled = 0
     this.#emitted += samples
     this.#onChunk(chunk, start)

@@ -173,6 +173,7 @@ export class CallSession {
 
   /** Moves the batched counters to prom-client; called periodically and at the end. */
   flushMetrics (): void {
+    this.#link.flushMetrics()
     const metrics = this.#metrics
     if (this.#mediaMessages > 0) {
       metrics.twilioMessages.inc({ event: 'media' }, this.#mediaMessages)

@@ -81,6 +81,8 @@ export class UpstreamLink {
   #closed = false
   #finishing = false
   #failed = false
+  /** Audio sent since the last flushMetrics(): the counter is batched like the media path's. */
+  #unflushedSentSamples = 0
 
   constructor (options: UpstreamLinkOptions) {
     this.#options = options
@@ -134,6 +136,13 @@ export class UpstreamLink {
       this.#recordTermination(state, termination)
     }
     this.close()
+  }
+
+  /** Moves the batched audio-sent counter to prom-client (the call session's periodic flush). */
+  flushMetrics (): void {
+    if (this.#unflushedSentSamples === 0) return
+    this.#options.metrics.upstreamAudioSent.inc(this.#unflushedSentSamples / 8000)
+    this.#unflushedSentSamples = 0
   }
 
   /** Abrupt and idempotent: cancels retries and closes the current session. */
@@ -201,7 +210,7 @@ export class UpstreamLink {
     if (state.offsetSamples === null) state.offsetSamples = pending.startSample
     const samples = pending.chunk.length / 2
     state.audioSamples += samples
-    this.#options.metrics.upstreamAudioSent.inc(samples / 8000)
+    this.#unflushedSentSamples += samples
     this.#nextToSend++
     return true
   }

@@ -52,6 +52,9 @@ export type TwilioMessage =
   /** Not JSON ('json') or JSON of the wrong shape ('schema'); the caller counts it and decides. */
   | { event: 'invalid', reason: 'json' | 'schema' }
 
+/** Room for the largest payload a 64 KiB message can carry (base64 is 4 characters per 3 bytes). */
+const PAYLOAD_SCRATCH = Buffer.allocUnsafeSlow(48 * 1024)
+
 // Shared, frozen results: the messages that carry nothing need no allocation.
 const CONNECTED: TwilioMessage = Object.freeze({ event: 'connected' })
 const INVALID_JSON: TwilioMessage = Object.freeze({ event: 'invalid', reason: 'json' })
@@ -100,7 +103,10 @@ function parseMedia (message: Record<string, unknown>): TwilioMessage {
   const timestampMs = parseCounter(media.timestamp)
   const payload = media.payload
   if (chunk < 1 || timestampMs < 0 || typeof payload !== 'string' || !isBase64(payload)) return INVALID_SCHEMA
-  return { event: 'media', sequenceNumber, streamSid, track, chunk, timestampMs, payload: Buffer.from(payload, 'base64') }
+  // Decoded into one shared buffer: no allocation per frame. The caller consumes the payload before
+  // it parses the next message (the aligner decodes it at once).
+  const length = PAYLOAD_SCRATCH.write(payload, 'base64')
+  return { event: 'media', sequenceNumber, streamSid, track, chunk, timestampMs, payload: PAYLOAD_SCRATCH.subarray(0, length) }
 }
 
 function parseStart (message: Record<string, unknown>): TwilioMessage {
