@@ -6,6 +6,7 @@ import { CallSession } from '../core/call/call-session.ts'
 import type { EndReason } from '../core/call/call-session.ts'
 import type { ReconnectPolicy } from '../core/call/upstream-link.ts'
 import type { InvalidReason } from '../core/metrics.ts'
+import { parseMediaFrame } from '../core/twilio/media-fast-path.ts'
 import { parseTwilioMessage } from '../core/twilio/messages.ts'
 import type { StartInfo } from '../core/twilio/messages.ts'
 import { validateUpgradeSignature } from '../core/twilio/signature.ts'
@@ -91,6 +92,8 @@ class MediaStream {
   readonly #request: FastifyRequest
   readonly #options: MediaRouteOptions
   #session: CallSession | null = null
+  /** The stream's StreamSid as bytes, for the media fast path's in-place comparison. */
+  #streamSidBytes: Buffer = Buffer.alloc(0)
   #startTimer: NodeJS.Timeout | null
   #reserved = true
   #closed = false
@@ -115,8 +118,20 @@ class MediaStream {
         this.#countInvalid('binary')
         return
       }
-      const message = parseTwilioMessage(data.toString())
       const session = this.#session
+      if (session !== null && Buffer.isBuffer(data)) {
+        const frame = parseMediaFrame(data)
+        if (frame !== null) {
+          if (data.compare(this.#streamSidBytes, 0, this.#streamSidBytes.length, frame.streamSidStart, frame.streamSidEnd) !== 0) {
+            this.#countInvalid('schema')
+            return
+          }
+          const result = session.handleMedia(frame.track, frame.timestampMs, frame.payload)
+          if (result === 'backwards' || result === 'jump') this.#countInvalid('timestamp')
+          return
+        }
+      }
+      const message = parseTwilioMessage(data.toString())
       if (message.event === 'media') {
         if (session === null) {
           this.#countInvalid('order')
@@ -227,6 +242,7 @@ class MediaStream {
       }
     })
     this.#session = session
+    this.#streamSidBytes = Buffer.from(start.streamSid)
     calls.add(session)
     this.#release()
     logger.info({ tracks: start.tracks, keyterms: keyterms.terms.length }, 'call started')
