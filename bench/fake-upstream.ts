@@ -1,0 +1,61 @@
+/**
+ * The fake AssemblyAI server in a process of its own, so its CPU is not the service's. Started by
+ * bench/run.ts with an IPC channel: it answers `collect` with each session's audio byte count and the
+ * arrival time of every binary frame (epoch ms), from which the outside latency is computed.
+ */
+import { readFileSync } from 'node:fs'
+import { startFakeAssemblyAi } from '../test/fakes/assemblyai-server.ts'
+import type { FakeUtterance } from '../test/fakes/assemblyai-server.ts'
+import type { ChildMessage, ParentMessage, UpstreamSessionReport } from './lib/ipc.ts'
+
+const apiKey = process.argv[2]
+if (apiKey === undefined || process.send === undefined) {
+  process.stderr.write('bench/fake-upstream.ts is started by bench/run.ts (needs an API key argument and an IPC channel)\n')
+  process.exit(1)
+}
+
+const manifest = JSON.parse(readFileSync(new URL('../samples/call.json', import.meta.url), 'utf8')) as { turns: Array<{ track: string, text: string }> }
+// The sample's lines, over and over, so turns have realistic lengths however long the run is.
+const script: FakeUtterance[] = []
+for (let i = 0; i < 1000; i++) {
+  const turn = manifest.turns[i % manifest.turns.length]!
+  script.push({ text: turn.text, speaker: turn.track === 'outbound' ? 'A' : 'B' })
+}
+
+const fake = await startFakeAssemblyAi({ apiKeys: [apiKey], script, recordAudio: false })
+const send = (message: ChildMessage): void => { process.send?.(message) }
+
+function callKey (query: URLSearchParams): string | null {
+  try {
+    const terms = JSON.parse(query.get('keyterms_prompt') ?? '[]') as unknown
+    if (!Array.isArray(terms)) return null
+    const key = terms.find((term): term is string => typeof term === 'string' && term.startsWith('bench-'))
+    return key ?? null
+  } catch {
+    return null
+  }
+}
+
+process.on('message', (message: ParentMessage) => {
+  if (message.type !== 'collect') return
+  const origin = performance.timeOrigin
+  const sessions: UpstreamSessionReport[] = fake.sessions.map((session) => {
+    const relative = message.fromAt - origin
+    let firstIndex = 0
+    while (firstIndex < session.frameArrivals.length && (session.frameArrivals[firstIndex] as number) < relative) firstIndex++
+    const arrivals = new Float64Array(session.frameArrivals.length - firstIndex)
+    for (let i = 0; i < arrivals.length; i++) arrivals[i] = origin + (session.frameArrivals[firstIndex + i] as number)
+    return {
+      key: callKey(session.query),
+      closed: session.closed,
+      closeCode: session.closeCode,
+      bytes: session.frameBytes.reduce((sum, bytes) => sum + bytes, 0),
+      turnsSent: session.turnsSent,
+      firstIndex,
+      arrivals
+    }
+  })
+  send({ type: 'sessions', sessions })
+})
+process.on('disconnect', () => { void fake.close().then(() => process.exit(0)) })
+send({ type: 'ready', url: fake.url })

@@ -1,0 +1,57 @@
+import { execFileSync } from 'node:child_process'
+import { cpus, totalmem } from 'node:os'
+import { readFileSync } from 'node:fs'
+
+/** Clock ticks per second of /proc's utime and stime; 100 on every mainstream Linux. */
+export const CLOCK_TICKS_PER_SECOND = readClockTicks()
+
+function readClockTicks (): number {
+  try {
+    const ticks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim())
+    return Number.isInteger(ticks) && ticks > 0 ? ticks : 100
+  } catch {
+    return 100
+  }
+}
+
+/** Epoch milliseconds with sub-millisecond precision, comparable across processes on one machine. */
+export function epochMs (): number {
+  return performance.timeOrigin + performance.now()
+}
+
+/** User + system CPU seconds the process has used (its threads included: GC, libuv pool). */
+export function cpuSeconds (pid: number): number {
+  const { user, system } = cpuTimes(pid)
+  return user + system
+}
+
+/** CPU seconds in user and in kernel mode (socket and file syscalls are the kernel's). */
+export function cpuTimes (pid: number): { user: number, system: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // The command name (field 2) may contain spaces and parentheses; fields are counted after its ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return { user: Number(fields[11]) / CLOCK_TICKS_PER_SECOND, system: Number(fields[12]) / CLOCK_TICKS_PER_SECOND }
+}
+
+/** Resident set size in KiB (VmRSS). */
+export function rssKb (pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(status)
+  return match === null ? 0 : Number(match[1])
+}
+
+/** Whole-machine jiffies, busy and total, from the first line of /proc/stat. */
+export function machineJiffies (): { busy: number, total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? ''
+  const values = line.trim().split(/\s+/).slice(1).map(Number)
+  // user nice system idle iowait irq softirq steal (guest time is already inside user and nice)
+  const total = values.slice(0, 8).reduce((sum, value) => sum + value, 0)
+  const idle = (values[3] ?? 0) + (values[4] ?? 0)
+  return { busy: total - idle, total }
+}
+
+export function describeMachine (): string {
+  const list = cpus()
+  const model = list[0]?.model.replace(/\s+/g, ' ').trim() ?? 'unknown CPU'
+  return `${list.length} × ${model}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Linux, Node ${process.version}`
+}
