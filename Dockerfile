@@ -31,4 +31,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 CMD ["nod
 # node itself is PID 1 (or tini's child with `init: true`), so SIGTERM reaches the drain handler;
 # `npm start` would sit in between and swallow it.
 STOPSIGNAL SIGTERM
-CMD ["node", "src/server.ts"]
+# --max-semi-space-size=2 (MiB): the media path allocates small short-lived objects at a high rate,
+# and V8 otherwise grows the young generation to tens of MiB; capped, RSS per call drops from about
+# 1.1 MiB to about 0.4 MiB at the same CPU (npm run bench). Same command as `npm start`.
+CMD ["node", "--max-semi-space-size=2", "src/server.ts"]

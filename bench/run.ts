@@ -430,7 +430,10 @@ async function runService (): Promise<{ result: PhaseResult, profile: ProfileSum
   }
   const profileStartedAt = Date.now()
   if (values['cpu-prof']) mkdirSync(PROFILE_DIR, { recursive: true })
-  const nodeArgs = values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []
+  // Production config: the node flags `npm start` (and the image's CMD) use, e.g. the young
+  // generation cap that sets RSS per call.
+  const startFlags = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
+  const nodeArgs = [...startFlags, ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : [])]
   const logFile = join(dataDir, 'service.log')
   const logFd = openSync(logFile, 'a')
   const service = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/server.ts')], { cwd: dataDir, env, stdio: ['ignore', logFd, logFd] })
