@@ -387,8 +387,11 @@ function outsideLatency (report: LoadReport, sessions: UpstreamSessionReport[]):
       unmatched++
       continue
     }
+    // Whole chunks, then the tail the chunker flushes at stop: padded to 50 ms, not to a chunk.
     const chunkBytes = chunkMs * 16
-    const expectedBytes = Math.ceil(call.ticks * 160 / (chunkBytes / 2)) * chunkBytes
+    const audioBytes = call.ticks * 160 * 2
+    const tailBytes = audioBytes % chunkBytes
+    const expectedBytes = audioBytes - tailBytes + (tailBytes === 0 ? 0 : Math.max(tailBytes, 800))
     missingMs += Math.max(0, expectedBytes - session.bytes) / 16
     for (let j = 0; j < call.chunkIndex.length; j++) {
       const arrival = session.arrivals[(call.chunkIndex[j] as number) - session.firstIndex]

@@ -219,3 +219,18 @@ test('a voice webhook with a malformed CallSid gets 400, not a token', async (t)
   assert.equal(call.status, 400)
   assert.doesNotMatch(call.body, /token/)
 })
+
+test('call.ended carries speaker revisions while the turn events and roles stay as emitted', async (t) => {
+  const harness = await startHarness({ fake: { script, speakerRevision: true } })
+  t.after(() => harness.close())
+  const { call } = await playSampleCall(harness)
+  const receiver = harness.receiver!
+  await receiver.waitFor((events) => events.some((event) => event.callSid === call.callSid && event.type === 'call.ended'))
+  const events = receiver.events.filter((event) => event.callSid === call.callSid)
+  const firstTurn = events.find((event) => event.type === 'transcript.turn')!.data
+  assert.equal(firstTurn.speaker, 'A', 'the turn was emitted with the label the upstream gave then')
+  const transcript = events.at(-1)!.data.transcript as Array<{ turn_index: number, speaker: string | null, role: string }>
+  assert.equal(transcript[0]?.speaker, 'B', 'the revision relabels the first turn in call.ended')
+  assert.equal(transcript[0]?.role, 'agent', 'a revision changes the speaker, never the role')
+  assert.equal(transcript[1]?.speaker, 'B', 'other turns keep their labels')
+})

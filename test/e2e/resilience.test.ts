@@ -193,3 +193,18 @@ test('beyond MAX_CALLS the upgrade gets 503 and readiness reports not ready', as
   while (harness.app.calls.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
   assert.equal((await fetch(`${harness.serviceUrl}/readyz`)).status, 200)
 })
+
+test('a Twilio peer that stops answering pings is detected and its call ended', async (t) => {
+  const harness = await startHarness({ fake: { script }, heartbeatMs: 100 })
+  t.after(() => harness.close())
+  const call = await harness.simulator.placeCall()
+  const stream = harness.simulator.openStream(call, { inbound: sample.inbound, outbound: sample.outbound, speed: 1, sendStop: false, closeAfterStop: false })
+  await stream.opened
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  stream.freeze()
+  t.after(() => stream.abort())
+  await harness.receiver!.waitFor((events) => events.some((event) => event.callSid === call.callSid && event.type === 'call.ended'), 5000)
+  const ended = harness.receiver!.events.find((event) => event.callSid === call.callSid && event.type === 'call.ended')
+  assert.equal(ended?.data.reason, 'stream_error')
+  assert.equal(harness.app.calls.size, 0)
+})

@@ -136,6 +136,11 @@ export interface StreamHandle {
   sendRaw (data: string | Buffer): void
   /** Abrupt TCP destroy, no close frame (Twilio's 31903). */
   abort (): void
+  /**
+   * A peer that vanished without a FIN (a dead NAT, a crashed host): stops sending and stops reading,
+   * so pings go unanswered. `abort()` cleans up afterwards.
+   */
+  freeze (): void
   /** Close handshake with `code` (default 1000). */
   close (code?: number): void
 }
@@ -328,6 +333,10 @@ function startStream (simulator: TwilioSimulator, call: PlacedCall, options: Str
     abort () {
       stopped = true
       ws?.terminate()
+    },
+    freeze () {
+      stopped = true
+      ws?.pause()
     },
     close (code = 1000) {
       stopped = true

@@ -41,6 +41,8 @@ export interface HarnessOptions {
   env?: Record<string, string>
   startTimeoutMs?: number
   reconnect?: ReconnectPolicy
+  /** The media route's ping interval, ms. */
+  heartbeatMs?: number
   /** prom-client's process_* and nodejs_* metrics (default off: most tests build many apps). */
   processMetrics?: boolean
 }
@@ -94,7 +96,8 @@ export async function startHarness (options: HarnessOptions = {}): Promise<Harne
     processMetrics: options.processMetrics ?? false,
     terminateTimeoutMs: 5000,
     ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
-    ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect })
+    ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
+    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const serviceUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
