@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import pino from 'pino'
+import { Registry } from 'prom-client'
+import { UpstreamLink } from '../../../src/core/call/upstream-link.ts'
+import { createMetrics } from '../../../src/core/metrics.ts'
+import { startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
+
+const API_KEY = 'link-test-key'
+
+function chunk (index: number): Buffer {
+  // 50 ms of PCM16 whose samples say which chunk they came from.
+  const samples = new Int16Array(400).fill(index + 1)
+  return Buffer.from(samples.buffer)
+}
+
+async function until (condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+test('UpstreamLink keeps audio within the replay bound during an outage and counts what it gives up', async (t) => {
+  // The first three connects are rate-limited; the fourth session opens ~1 s later.
+  const fake = await startFakeAssemblyAi({
+    apiKeys: [API_KEY],
+    faults: (index) => (index < 3 ? { rejectWith: { code: 3009, error: 'Unauthorized Connection: Too many concurrent sessions' } } : {})
+  })
+  t.after(() => fake.close())
+  const metrics = createMetrics(new Registry(), 'test')
+  const failures: unknown[] = []
+  const link = new UpstreamLink({
+    session: { url: fake.url, apiKey: API_KEY, speechModel: 'u3-rt-pro', domain: 'medical-v1', speakerLabels: true, maxSpeakers: 2, keyterms: [], minTurnSilenceMs: 800, maxTurnSilenceMs: 3600, sampleRate: 8000 },
+    metrics,
+    logger: pino({ level: 'silent' }),
+    reconnect: { maxAttempts: 5, initialDelayMs: 150, maxDelayMs: 400, maxOutageMs: 10000 },
+    replayMs: 1000,
+    onTurn: () => {},
+    onRevision: () => {},
+    onFailed: (error) => failures.push(error)
+  })
+  t.after(() => link.close())
+  link.start()
+  // 3 s of audio arrives while no session is open: only the newest 1 s can be kept.
+  for (let i = 0; i < 60; i++) assert.equal(link.send(chunk(i), 1200 + i * 400), false)
+  assert.equal(link.droppedSamples, 40 * 400)
+  assert.ok(Math.abs(((await metrics.upstreamAudioDropped.get()).values[0]?.value ?? 0) - 2) < 1e-9, 'two seconds counted as dropped')
+
+  await until(() => fake.sessions.length === 4 && fake.sessions[3]!.frameBytes.length === 20)
+  await link.finish(3000)
+  assert.deepEqual(failures, [])
+  const received = new Int16Array(fake.sessions[3]!.audio.buffer, fake.sessions[3]!.audio.byteOffset, fake.sessions[3]!.audio.length / 2)
+  assert.equal(received.length, 20 * 400, 'the session got exactly the kept second')
+  assert.equal(received[0], 41, 'starting with the oldest chunk still within the bound')
+  assert.equal(received.at(-1), 60)
+  assert.equal((await metrics.upstreamReconnects.get()).values[0]?.value, 3)
+  link.flushMetrics()
+  assert.ok(Math.abs(((await metrics.upstreamAudioSent.get()).values[0]?.value ?? 0) - 1) < 1e-9, 'one second sent, counted once flushed')
+})
+
+test('UpstreamLink replays the audio since the last final turn to a replacement session', async (t) => {
+  const fake = await startFakeAssemblyAi({ apiKeys: [API_KEY], faults: (index) => (index === 0 ? { dropAfterAudioMs: 1000 } : {}) })
+  t.after(() => fake.close())
+  const metrics = createMetrics(new Registry(), 'test')
+  const link = new UpstreamLink({
+    session: { url: fake.url, apiKey: API_KEY, speechModel: 'u3-rt-pro', domain: null, speakerLabels: false, maxSpeakers: 2, keyterms: [], minTurnSilenceMs: 800, maxTurnSilenceMs: 3600, sampleRate: 8000 },
+    metrics,
+    logger: pino({ level: 'silent' }),
+    reconnect: { maxAttempts: 5, initialDelayMs: 50, maxDelayMs: 100, maxOutageMs: 10000 },
+    onTurn: () => {},
+    onRevision: () => {},
+    onFailed: () => {}
+  })
+  t.after(() => link.close())
+  link.start()
+  await until(() => fake.sessions.length === 1 && fake.sessions[0]!.id !== '')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  // A final turn ended at chunk 10; the first session is cut after 1 s (chunk 20).
+  for (let i = 0; i < 30; i++) {
+    link.send(chunk(i), i * 400)
+    if (i === 12) link.markFinal(11 * 400)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  await until(() => fake.sessions.length === 2 && fake.sessions[1]!.frameBytes.length > 0)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  await link.finish(3000)
+  const second = new Int16Array(fake.sessions[1]!.audio.buffer, fake.sessions[1]!.audio.byteOffset, fake.sessions[1]!.audio.length / 2)
+  assert.equal(second[0], 12, 'the replay starts with the chunk the last final turn ended in')
+  assert.equal(second.at(-1), 30, 'and runs to the newest audio')
+  assert.equal(second.length, (30 - 11) * 400)
+})
