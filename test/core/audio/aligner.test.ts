@@ -2,22 +2,12 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { TrackAligner } from '../../../src/core/audio/aligner.ts'
 import type { AlignerOptions, PushResult, Track } from '../../../src/core/audio/aligner.ts'
+import { prng } from '../../helpers/prng.ts'
 
 /** Most samples one onMixed call may carry with the default maxWait (60 ms) : 1024 + 480. */
 const MAX_PIECE = 1504
 const FRAME = 160
 
-/** Deterministic PRNG (mulberry32) so a failing case can be replayed. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** G.711 μ-law expansion from the ITU formula: the reference does not share the code under test. */
 function referenceDecode (code: number): number {

@@ -2,18 +2,8 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseMediaFrame } from '../../../src/core/twilio/media-fast-path.ts'
 import { parseTwilioMessage } from '../../../src/core/twilio/messages.ts'
+import { prng } from '../../helpers/prng.ts'
 
-/** Deterministic PRNG (mulberry32), so a failure can be replayed from its seed. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const SID = 'MZ18ad3ab5a668481ce02b83e7395059f0'
 
