@@ -8,7 +8,6 @@ import { prng } from '../../helpers/prng.ts'
 const MAX_PIECE = 1504
 const FRAME = 160
 
-
 /** G.711 μ-law expansion from the ITU formula: the reference does not share the code under test. */
 function referenceDecode (code: number): number {
   const u = ~code & 0xff

@@ -4,7 +4,6 @@ import { parseMediaFrame } from '../../../src/core/twilio/media-fast-path.ts'
 import { parseTwilioMessage } from '../../../src/core/twilio/messages.ts'
 import { prng } from '../../helpers/prng.ts'
 
-
 const SID = 'MZ18ad3ab5a668481ce02b83e7395059f0'
 
 function shuffle<T> (items: T[], random: () => number): T[] {
