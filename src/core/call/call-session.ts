@@ -100,9 +100,6 @@ export class CallSession {
   }
 
   get ended (): boolean { return this.#ended !== null }
-  get turnCount (): number { return this.#turns.count }
-  /** Bytes waiting in the upstream socket: the backpressure signal. */
-  get upstreamBufferedAmount (): number { return this.#link.bufferedAmount }
 
   /** Publishes `call.started` and opens the upstream session. */
   start (): void {

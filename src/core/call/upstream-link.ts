@@ -95,11 +95,9 @@ export class UpstreamLink {
     this.#connect()
   }
 
-  get failed (): boolean { return this.#failed }
   /** Audio that could not be kept while no session was open (beyond the replay bound). */
   get droppedSamples (): number { return this.#droppedSamples }
   get sessions (): UpstreamSessionSummary[] { return this.#sessions.map((state) => state.summary) }
-  get bufferedAmount (): number { return this.#current?.session.bufferedAmount ?? 0 }
 
   /** Queues one chunk; returns true when it went out on the socket now. */
   send (chunk: Buffer, startSample: number): boolean {
