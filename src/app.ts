@@ -10,7 +10,8 @@ import callsPlugin from './plugins/calls.ts'
 import eventsPlugin from './plugins/events.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import healthRoutes from './routes/health.ts'
-import twilioMediaRoutes, { MAX_MESSAGE_BYTES } from './routes/twilio-media.ts'
+import { MAX_MESSAGE_BYTES } from './core/twilio/messages.ts'
+import twilioMediaRoutes from './routes/twilio-media.ts'
 import twilioVoiceRoutes from './routes/twilio-voice.ts'
 
 export interface AppOptions {

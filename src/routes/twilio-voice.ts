@@ -1,8 +1,8 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config.ts'
-import { validateHttpSignature } from '../core/twilio/signature.ts'
+import { TwilioSignatures } from '../core/twilio/signature.ts'
 import { mintStreamToken } from '../core/twilio/stream-token.ts'
-import { buildStreamTwiml } from '../core/twilio/twiml.ts'
+import { buildStreamTwiml, streamUrls } from '../core/twilio/twiml.ts'
 
 type FormParams = Record<string, string | string[]>
 
@@ -27,45 +27,28 @@ function single (params: FormParams, name: string): string | undefined {
   return Array.isArray(value) ? value[0] : value
 }
 
-/**
- * Checks `X-Twilio-Signature` over PUBLIC_URL's origin plus the path and query as requested: behind
- * a proxy the Host header and scheme are not what Twilio signed.
- */
-export function checkTwilioSignature (config: Config, request: FastifyRequest, reply: FastifyReply, params: FormParams): boolean {
-  if (!config.twilioSignatureCheck) return true
-  const url = config.publicUrl.origin + request.url
-  const signature = request.headers['x-twilio-signature']
-  if (validateHttpSignature(config.twilioAuthToken ?? '', typeof signature === 'string' ? signature : undefined, url, params)) return true
-  request.log.warn({ path: request.url.split('?')[0] }, 'twilio signature check failed')
-  void reply.code(403).send({ error: 'invalid Twilio signature' })
-  return false
-}
-
-export function streamUrls (publicUrl: URL): { streamUrl: string, statusCallbackUrl: string } {
-  // Twilio only connects to wss://; a plain http PUBLIC_URL (loopback development) maps to ws://.
-  const wsScheme = publicUrl.protocol === 'https:' ? 'wss:' : 'ws:'
-  return {
-    streamUrl: `${wsScheme}//${publicUrl.host}/twilio/media`,
-    statusCallbackUrl: `${publicUrl.origin}/twilio/stream-status`
-  }
-}
-
 const RESERVED_PARAMETERS = new Set(['token'])
 const SID = /^CA[0-9a-fA-F]{32}$/
 const ACCOUNT_SID = /^AC[0-9a-fA-F]{32}$/
 
 export default async function twilioVoiceRoutes (fastify: FastifyInstance, options: TwilioRouteOptions): Promise<void> {
   const { config } = options
+  const signatures = new TwilioSignatures(config.twilioAuthToken, config.publicUrl)
+  // Behind a proxy the Host header and scheme are not what Twilio signed: PUBLIC_URL's origin is.
+  fastify.addHook('preHandler', async (request, reply) => {
+    if (!config.twilioSignatureCheck) return
+    const params = (request.body ?? {}) as FormParams
+    if (signatures.checkWebhook(request.headers['x-twilio-signature'], request.url, params)) return
+    if (request.routeOptions.url === '/twilio/voice') fastify.metrics.streamRejections.inc({ reason: 'signature' })
+    request.log.warn({ path: request.url.split('?')[0] }, 'twilio signature check failed')
+    return reply.code(403).send({ error: 'invalid Twilio signature' })
+  })
   fastify.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 65536 }, (_request, body, done) => {
     done(null, parseForm(body as string))
   })
 
   fastify.post('/twilio/voice', async (request, reply) => {
     const params = (request.body ?? {}) as FormParams
-    if (!checkTwilioSignature(config, request, reply, params)) {
-      fastify.metrics.streamRejections.inc({ reason: 'signature' })
-      return reply
-    }
     const callSid = single(params, 'CallSid')
     const accountSid = single(params, 'AccountSid')
     if (callSid === undefined || accountSid === undefined || !SID.test(callSid) || !ACCOUNT_SID.test(accountSid)) {
@@ -96,7 +79,6 @@ export default async function twilioVoiceRoutes (fastify: FastifyInstance, optio
 
   fastify.post('/twilio/stream-status', async (request, reply) => {
     const params = (request.body ?? {}) as FormParams
-    if (!checkTwilioSignature(config, request, reply, params)) return reply
     const event = single(params, 'StreamEvent')
     const streamSid = single(params, 'StreamSid')
     const callSid = single(params, 'CallSid')

@@ -1,7 +1,7 @@
 import type { UpstreamErrorLabel } from '../metrics.ts'
 
 /**
- * AssemblyAI Streaming v3 wire format (shared/reference/assemblyai-v3-streaming.md). Field names stay
+ * AssemblyAI Streaming v3 wire format (docs/protocols.md, "AssemblyAI v3"). Field names stay
  * in the wire's snake_case so a message can be compared with the reference and with logs of real
  * traffic without a mapping table.
  */
@@ -341,7 +341,7 @@ const RETRYABLE_1008 = [/too many concurrent sessions/i, /signature has expired/
 const INACTIVITY_3006 = /session terminated due to inactivity/i
 
 /**
- * Whether a new session can help after a close, and the metrics label of the code (§4.2).
+ * Whether a new session can help after a close, and the metrics label of the code (docs/protocols.md, "AssemblyAI v3", close codes).
  * 1008 is both an auth/billing failure (fatal) and a rate limit (retry): the `error` text decides.
  */
 export function classifyClose (code: number, errorText: string | null): { retryable: boolean, label: UpstreamErrorLabel } {
@@ -358,7 +358,7 @@ export function classifyClose (code: number, errorText: string | null): { retrya
     case 3005:
       return { retryable: true, label: '3005' }
     case 3006:
-      // Inactivity is the one 3006 that is not a bug in what we sent (§4.2: reconnect if still needed).
+      // Inactivity is the one 3006 that is not a bug in what we sent (reconnect if the call still needs one).
       return { retryable: errorText !== null && INACTIVITY_3006.test(errorText), label: '3006' }
     case 3007:
       return { retryable: false, label: '3007' }

@@ -2,8 +2,10 @@ import { performance } from 'node:perf_hooks'
 import type { CoreLogger } from '../log.ts'
 import type { SessionOptions } from '../assemblyai/session.ts'
 import { TrackAligner } from '../audio/aligner.ts'
-import type { PushResult, Track } from '../audio/aligner.ts'
+import type { PushResult } from '../audio/aligner.ts'
+import type { Track } from './types.ts'
 import { Chunker } from '../audio/chunker.ts'
+import { TWILIO_SAMPLE_RATE, msToSamples, pcm16BytesToSamples, samplesToMs, samplesToSeconds } from '../audio/sample-rate.ts'
 import type { UpstreamError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import { serializeEvent } from '../webhooks/events.ts'
@@ -42,7 +44,6 @@ export interface CallSessionOptions {
   onEnded: (session: CallSession, reason: EndReason) => void
 }
 
-const SAMPLE_RATE = 8000
 const LAG_RING = 512
 
 /**
@@ -81,10 +82,10 @@ export class CallSession {
     this.#metrics = options.metrics
     this.#logger = options.logger
     this.startedAt = new Date()
-    this.#chunker = new Chunker(options.chunkMs, (chunk, startSample) => this.#onChunk(chunk, startSample), SAMPLE_RATE)
+    this.#chunker = new Chunker(options.chunkMs, (chunk, startSample) => this.#onChunk(chunk, startSample), TWILIO_SAMPLE_RATE)
     this.#aligner = new TrackAligner({
       tracks: options.identity.tracks,
-      sampleRate: SAMPLE_RATE,
+      sampleRate: TWILIO_SAMPLE_RATE,
       onMixed: (samples, length) => this.#chunker.push(samples, length)
     })
     this.#turns = new TurnAssembler(this.#aligner.energy)
@@ -155,7 +156,7 @@ export class CallSession {
       reason,
       started_at: this.startedAt.toISOString(),
       ended_at: endedAt.toISOString(),
-      audio_ms: Math.round(this.#aligner.endSample / 8),
+      audio_ms: Math.round(samplesToMs(this.#aligner.endSample)),
       turn_count: this.#turns.count,
       transcript: this.#turns.transcript satisfies TranscriptEntry[],
       upstream_sessions: this.#link.sessions satisfies UpstreamSessionSummary[]
@@ -164,7 +165,7 @@ export class CallSession {
     const durationSeconds = (endedAt.getTime() - this.startedAt.getTime()) / 1000
     this.#metrics.callsTotal.inc({ outcome: reason })
     this.#metrics.callDuration.observe(durationSeconds)
-    this.#logger.info({ reason, turns: this.#turns.count, audioMs: Math.round(this.#aligner.endSample / 8), durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
+    this.#logger.info({ reason, turns: this.#turns.count, audioMs: Math.round(samplesToMs(this.#aligner.endSample)), durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
     this.#options.onEnded(this, reason)
   }
 
@@ -182,10 +183,10 @@ export class CallSession {
     const outboundReceived = stats.outbound.receivedSamples - flushed.outboundReceived
     const inboundGap = stats.inbound.gapSamples - flushed.inboundGap
     const outboundGap = stats.outbound.gapSamples - flushed.outboundGap
-    if (inboundReceived > 0) metrics.audioReceived.inc({ track: 'inbound' }, inboundReceived / SAMPLE_RATE)
-    if (outboundReceived > 0) metrics.audioReceived.inc({ track: 'outbound' }, outboundReceived / SAMPLE_RATE)
-    if (inboundGap > 0) metrics.audioGap.inc({ track: 'inbound' }, inboundGap / SAMPLE_RATE)
-    if (outboundGap > 0) metrics.audioGap.inc({ track: 'outbound' }, outboundGap / SAMPLE_RATE)
+    if (inboundReceived > 0) metrics.audioReceived.inc({ track: 'inbound' }, samplesToSeconds(inboundReceived))
+    if (outboundReceived > 0) metrics.audioReceived.inc({ track: 'outbound' }, samplesToSeconds(outboundReceived))
+    if (inboundGap > 0) metrics.audioGap.inc({ track: 'inbound' }, samplesToSeconds(inboundGap))
+    if (outboundGap > 0) metrics.audioGap.inc({ track: 'outbound' }, samplesToSeconds(outboundGap))
     flushed.inboundReceived = stats.inbound.receivedSamples
     flushed.outboundReceived = stats.outbound.receivedSamples
     flushed.inboundGap = stats.inbound.gapSamples
@@ -196,7 +197,7 @@ export class CallSession {
     // The chunker counts from its first sample; the call timeline starts at stream start, and the
     // mix begins where the first frame's media.timestamp puts it.
     const startSample = outputSample + (this.#aligner.startSample ?? 0)
-    const endSample = startSample + chunk.length / 2
+    const endSample = startSample + pcm16BytesToSamples(chunk.length)
     const receivedAt = this.#sendingFromFrame ? this.#frameReceivedAt : performance.now()
     const slot = this.#lagNext++ % LAG_RING
     this.#lagEnd[slot] = endSample
@@ -211,8 +212,8 @@ export class CallSession {
     if (this.#endReason === 'transcription_failed') return
     const data = this.#turns.accept(turn, sessionId, offsetSamples)
     if (data === null) return
-    this.#link.markFinal(data.end_ms * 8)
-    this.#observeLag(data.end_ms * 8)
+    this.#link.markFinal(msToSamples(data.end_ms))
+    this.#observeLag(msToSamples(data.end_ms))
     this.#metrics.turnsTotal.inc({ role: data.role })
     this.#publish('transcript.turn', { ...data })
     this.#logger.debug({ turnIndex: data.turn_index, role: data.role, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')

@@ -5,8 +5,8 @@ import type { SpeakerRevision, Termination, Turn } from '../assemblyai/protocol.
 import { classifyClose, upstreamErrorLabel } from '../assemblyai/protocol.ts'
 import { UpstreamError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
+import { msToSamples, pcm16BytesToSamples, samplesToSeconds } from '../audio/sample-rate.ts'
 
-const SAMPLES_PER_MS = 8
 /** ~16 s of 8 kHz PCM16: far beyond a healthy socket, well within the replay bound. */
 const HIGH_WATER_BYTES = 256 * 1024
 
@@ -87,7 +87,7 @@ export class UpstreamLink {
   constructor (options: UpstreamLinkOptions) {
     this.#options = options
     this.#policy = options.reconnect ?? DEFAULT_RECONNECT
-    this.#replayLimitSamples = (options.replayMs ?? 30000) * SAMPLES_PER_MS
+    this.#replayLimitSamples = msToSamples(options.replayMs ?? 30000)
   }
 
   /** Opens the first session. */
@@ -102,7 +102,7 @@ export class UpstreamLink {
   /** Queues one chunk; returns true when it went out on the socket now. */
   send (chunk: Buffer, startSample: number): boolean {
     if (this.#closed || this.#failed) return false
-    this.#chunks.push({ chunk, startSample, endSample: startSample + chunk.length / 2 })
+    this.#chunks.push({ chunk, startSample, endSample: startSample + pcm16BytesToSamples(chunk.length) })
     // Backpressure: while the socket has more than HIGH_WATER_BYTES queued, audio waits here (within
     // the replay bound) instead of piling up in ws; it goes out with the next chunk after the drain.
     if (this.#open && (this.#current?.session.bufferedAmount ?? 0) <= HIGH_WATER_BYTES) this.#flushQueue()
@@ -139,7 +139,7 @@ export class UpstreamLink {
   /** Moves the batched audio-sent counter to prom-client (the call session's periodic flush). */
   flushMetrics (): void {
     if (this.#unflushedSentSamples === 0) return
-    this.#options.metrics.upstreamAudioSent.inc(this.#unflushedSentSamples / 8000)
+    this.#options.metrics.upstreamAudioSent.inc(samplesToSeconds(this.#unflushedSentSamples))
     this.#unflushedSentSamples = 0
   }
 
@@ -206,7 +206,7 @@ export class UpstreamLink {
     if (state === null || pending === undefined) return false
     if (!state.session.sendAudio(pending.chunk)) return false
     if (state.offsetSamples === null) state.offsetSamples = pending.startSample
-    const samples = pending.chunk.length / 2
+    const samples = pcm16BytesToSamples(pending.chunk.length)
     state.audioSamples += samples
     this.#unflushedSentSamples += samples
     this.#nextToSend++
@@ -231,9 +231,9 @@ export class UpstreamLink {
       // Past the bound, the oldest audio goes first; unsent audio that goes is counted as lost.
       while (drop < chunks.length && last.endSample - (chunks[drop] as PendingChunk).startSample > this.#replayLimitSamples) {
         if (drop >= this.#nextToSend) {
-          const samples = (chunks[drop] as PendingChunk).chunk.length / 2
+          const samples = pcm16BytesToSamples((chunks[drop] as PendingChunk).chunk.length)
           this.#droppedSamples += samples
-          this.#options.metrics.upstreamAudioDropped.inc(samples / 8000)
+          this.#options.metrics.upstreamAudioDropped.inc(samplesToSeconds(samples))
         }
         drop++
       }
@@ -284,7 +284,7 @@ export class UpstreamLink {
       state.summary.session_seconds = Math.round((Date.now() - state.openedAt) / 1000)
     }
     if (state.summary.audio_seconds === 0) {
-      state.summary.audio_seconds = Math.round(state.audioSamples / 8000)
+      state.summary.audio_seconds = Math.round(samplesToSeconds(state.audioSamples))
     }
   }
 }
