@@ -1,3 +1,4 @@
+import type { UpstreamError } from '../errors.ts'
 import type { UpstreamErrorLabel } from '../metrics.ts'
 
 /**
@@ -377,8 +378,10 @@ export function classifyClose (code: number, errorText: string | null): { retrya
   }
 }
 
-/** The metrics label of an UpstreamError's `closeCode` (an HTTP status of a refused upgrade is 'other'). */
-export function upstreamErrorLabel (closeCode: number | 'network'): UpstreamErrorLabel {
+/** The metrics label of an UpstreamError: its close code's, or 'other' for a refused upgrade. */
+export function upstreamErrorLabel (error: UpstreamError): UpstreamErrorLabel {
+  const { closeCode } = error
+  if (closeCode === null) return 'other'
   return closeCode === 'network' ? 'network' : classifyClose(closeCode, null).label
 }
 

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import type { CoreLogger } from '../log.ts'
-import type { SessionOptions } from '../assemblyai/session.ts'
+import type { SessionOptions } from '../assemblyai/protocol.ts'
 import { TrackAligner } from '../audio/aligner.ts'
 import type { PushResult } from '../audio/aligner.ts'
 import type { Track } from './types.ts'
@@ -231,7 +231,7 @@ export class CallSession {
   }
 
   #onUpstreamFailed (error: UpstreamError): void {
-    this.#logger.error({ code: error.closeCode }, 'transcription failed for this call')
+    this.#logger.error({ code: error.closeCode, httpStatus: error.httpStatus }, 'transcription failed for this call')
     void this.end('transcription_failed')
   }
 

@@ -1,6 +1,6 @@
 import type { CoreLogger } from '../log.ts'
 import { AssemblyAiSession } from '../assemblyai/session.ts'
-import type { SessionOptions } from '../assemblyai/session.ts'
+import type { SessionOptions } from '../assemblyai/protocol.ts'
 import type { SpeakerRevision, Termination, Turn } from '../assemblyai/protocol.ts'
 import { classifyClose, upstreamErrorLabel } from '../assemblyai/protocol.ts'
 import { UpstreamError } from '../errors.ts'
@@ -160,7 +160,7 @@ export class UpstreamLink {
 
   #connect (): void {
     const { metrics, logger } = this.#options
-    const session = new AssemblyAiSession(this.#options.session)
+    const session = new AssemblyAiSession(this.#options.session, logger)
     const state: SessionState = {
       session,
       openedAt: Date.now(),
@@ -250,14 +250,14 @@ export class UpstreamLink {
     this.#finalizeSummary(state)
     if (this.#closed) return
     if (error === null && this.#finishing) return
-    const failure = error ?? new UpstreamError(code, `upstream closed with ${code}`, classifyClose(code, null).retryable)
-    metrics.upstreamErrors.inc({ code: upstreamErrorLabel(failure.closeCode) })
-    state.summary.error = { code: failure.closeCode, message: failure.message }
+    const failure = error ?? new UpstreamError({ closeCode: code }, `upstream closed with ${code}`, classifyClose(code, null).retryable)
+    metrics.upstreamErrors.inc({ code: upstreamErrorLabel(failure) })
+    state.summary.error = { code: failure.closeCode ?? failure.httpStatus ?? 'network', message: failure.message }
     const now = Date.now()
     this.#outageStartedAt ??= now
     const outageMs = now - this.#outageStartedAt
     if (!failure.retryable || this.#attempt >= this.#policy.maxAttempts || outageMs >= this.#policy.maxOutageMs || this.#finishing) {
-      logger.error({ sessionId: state.summary.id, code: failure.closeCode, retryable: failure.retryable, attempts: this.#attempt }, 'upstream session failed; transcription for this call has ended')
+      logger.error({ sessionId: state.summary.id, code: failure.closeCode, httpStatus: failure.httpStatus, retryable: failure.retryable, attempts: this.#attempt }, 'upstream session failed; transcription for this call has ended')
       this.#failed = true
       this.#current = null
       this.#options.onFailed(failure)
@@ -266,7 +266,7 @@ export class UpstreamLink {
     const delay = Math.min(this.#policy.maxDelayMs, this.#policy.initialDelayMs * 2 ** this.#attempt) * (0.75 + Math.random() * 0.5)
     this.#attempt++
     metrics.upstreamReconnects.inc()
-    logger.warn({ sessionId: state.summary.id, code: failure.closeCode, attempt: this.#attempt, delayMs: Math.round(delay) }, 'upstream session lost; reconnecting')
+    logger.warn({ sessionId: state.summary.id, code: failure.closeCode, httpStatus: failure.httpStatus, attempt: this.#attempt, delayMs: Math.round(delay) }, 'upstream session lost; reconnecting')
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null
       if (!this.#closed) this.#connect()
