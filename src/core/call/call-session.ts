@@ -9,11 +9,10 @@ import { TWILIO_SAMPLE_RATE, msToSamples, pcm16BytesToSamples, samplesToMs, samp
 import type { UpstreamError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import { serializeEvent } from '../webhooks/events.ts'
-import type { EventSink, OutgoingEvent } from '../webhooks/events.ts'
+import type { EventIds, EventSink, OutgoingEvent } from '../webhooks/events.ts'
 import { TurnAssembler } from './turns.ts'
-import type { TranscriptEntry } from './turns.ts'
 import { UpstreamLink } from './upstream-link.ts'
-import type { ReconnectPolicy, UpstreamSessionSummary } from './upstream-link.ts'
+import type { ReconnectPolicy } from './upstream-link.ts'
 
 export type EndReason = 'completed' | 'stream_error' | 'transcription_failed' | 'shutdown'
 
@@ -105,13 +104,14 @@ export class CallSession {
   /** Publishes `call.started` and opens the upstream session. */
   start (): void {
     const { identity, upstream } = this.#options
-    this.#publish('call.started', {
+    this.#publish(serializeEvent('call.started', {
+      ...this.#nextIds(),
       account_sid: identity.accountSid,
       started_at: this.startedAt.toISOString(),
       tracks: identity.tracks,
       custom_parameters: identity.customParameters,
       transcription: { speech_model: upstream.speechModel, domain: upstream.domain, speaker_labels: upstream.speakerLabels, sample_rate: upstream.sampleRate }
-    })
+    }))
     this.#link.start()
   }
 
@@ -152,15 +152,16 @@ export class CallSession {
       this.#link.close()
     }
     const endedAt = new Date()
-    this.#publish('call.ended', {
+    this.#publish(serializeEvent('call.ended', {
+      ...this.#nextIds(),
       reason,
       started_at: this.startedAt.toISOString(),
       ended_at: endedAt.toISOString(),
       audio_ms: Math.round(samplesToMs(this.#aligner.endSample)),
       turn_count: this.#turns.count,
-      transcript: this.#turns.transcript satisfies TranscriptEntry[],
-      upstream_sessions: this.#link.sessions satisfies UpstreamSessionSummary[]
-    })
+      transcript: this.#turns.transcript,
+      upstream_sessions: this.#link.sessions
+    }))
     this.flushMetrics()
     const durationSeconds = (endedAt.getTime() - this.startedAt.getTime()) / 1000
     this.#metrics.callsTotal.inc({ outcome: reason })
@@ -215,7 +216,7 @@ export class CallSession {
     this.#link.markFinal(msToSamples(data.end_ms))
     this.#observeLag(msToSamples(data.end_ms))
     this.#metrics.turnsTotal.inc({ role: data.role })
-    this.#publish('transcript.turn', { ...data })
+    this.#publish(serializeEvent('transcript.turn', { ...this.#nextIds(), ...data }))
     this.#logger.debug({ turnIndex: data.turn_index, role: data.role, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')
   }
 
@@ -235,16 +236,20 @@ export class CallSession {
     void this.end('transcription_failed')
   }
 
-  #publish (type: OutgoingEvent['type'], fields: Record<string, unknown>): void {
+  /** The ids that start the next event's data; each call takes the next sequence number. */
+  #nextIds (): EventIds {
     const { identity } = this.#options
     this.#sequence++
-    const data = { call_sid: identity.callSid, stream_sid: identity.streamSid, sequence: this.#sequence, ...fields }
+    return { call_sid: identity.callSid, stream_sid: identity.streamSid, sequence: this.#sequence }
+  }
+
+  #publish (event: OutgoingEvent): void {
     try {
-      this.#options.sink.publish(serializeEvent(type, data))
+      this.#options.sink.publish(event)
     } catch (error) {
       // The outbox could not persist the event (disk full, database closed): nothing else can keep
       // it, so say so loudly with the ids an operator needs to find the call.
-      this.#logger.error({ err: error, type, sequence: this.#sequence }, 'event could not be stored')
+      this.#logger.error({ err: error, type: event.type, sequence: event.sequence }, 'event could not be stored')
     }
   }
 }
