@@ -42,8 +42,8 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   })
   await app.register(metricsPlugin, {
     version: options.version,
-    ...(options.registry === undefined ? {} : { registry: options.registry }),
-    ...(options.processMetrics === undefined ? {} : { processMetrics: options.processMetrics })
+    registry: options.registry,
+    processMetrics: options.processMetrics
   })
   await app.register(eventsPlugin, { config, version: options.version, ...(options.events === undefined ? {} : { sink: options.events }) })
   await app.register(callsPlugin, { maxCalls: config.maxCalls })
@@ -58,10 +58,10 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   await app.register(twilioVoiceRoutes, { config })
   await app.register(twilioMediaRoutes, {
     config,
-    ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
-    ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
-    ...(options.terminateTimeoutMs === undefined ? {} : { terminateTimeoutMs: options.terminateTimeoutMs }),
-    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
+    startTimeoutMs: options.startTimeoutMs,
+    reconnect: options.reconnect,
+    terminateTimeoutMs: options.terminateTimeoutMs,
+    heartbeatMs: options.heartbeatMs
   })
   return app
 }

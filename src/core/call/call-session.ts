@@ -37,8 +37,8 @@ export interface CallSessionOptions {
   /** The call's child logger (callSid, streamSid bound). */
   logger: CoreLogger
   /** How long the upstream may take to return its last turns after `Terminate`, ms. Default 10000. */
-  terminateTimeoutMs?: number
-  reconnect?: ReconnectPolicy
+  terminateTimeoutMs?: number | undefined
+  reconnect?: ReconnectPolicy | undefined
   /** Called once when the call has ended and its `call.ended` is durable. */
   onEnded: (session: CallSession, reason: EndReason) => void
 }
@@ -92,7 +92,7 @@ export class CallSession {
       session: options.upstream,
       metrics: options.metrics,
       logger: options.logger,
-      ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
+      reconnect: options.reconnect,
       onTurn: (turn, sessionId, offsetSamples) => this.#onTurn(turn, sessionId, offsetSamples),
       onRevision: (revision, sessionId) => this.#turns.applyRevision(revision, sessionId),
       onFailed: (error) => this.#onUpstreamFailed(error)

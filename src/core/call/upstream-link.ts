@@ -27,7 +27,7 @@ export interface UpstreamLinkOptions {
   session: SessionOptions
   metrics: Metrics
   logger: CoreLogger
-  reconnect?: ReconnectPolicy
+  reconnect?: ReconnectPolicy | undefined
   /**
    * Audio kept since the end of the last final turn, in ms, so a replacement session can be sent the
    * words that were in flight when the previous one failed. Default 30000.

@@ -230,7 +230,7 @@ test('session reports a retryable error when the server rate-limits with 1008 or
     { code: 1008 as const, error: 'Unauthorized Connection: Too many concurrent sessions' },
     { code: 3009 as const, error: 'Too many concurrent sessions' }
   ]
-  const server = await fake(t, { faults: (index) => ({ rejectWith: plans[index] }) })
+  const server = await fake(t, { faults: (index) => { const rejectWith = plans[index]; return rejectWith === undefined ? {} : { rejectWith } } })
   for (const plan of plans) {
     const error = await rejection(new AssemblyAiSession(sessionOptions(server.url)).connect())
     assert.equal(error.closeCode, plan.code)
