@@ -67,7 +67,6 @@ export const DELIVERY_RESULTS = ['success', 'retry', 'dead'] as const
 export const OUTBOX_STATES = ['pending', 'dead'] as const
 
 export type InvalidReason = typeof INVALID_REASONS[number]
-export type RejectionReason = typeof REJECTION_REASONS[number]
 export type UpstreamErrorLabel = typeof UPSTREAM_ERROR_CODES[number]
 
 /**

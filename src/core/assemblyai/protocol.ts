@@ -146,8 +146,8 @@ export interface UpdateConfiguration {
 
 export type ClientMessage = { type: 'Terminate' } | { type: 'ForceEndpoint' } | { type: 'KeepAlive' } | UpdateConfiguration
 
-export const MAX_KEYTERMS = 100
-export const MAX_KEYTERM_CHARS = 50
+const MAX_KEYTERMS = 100
+const MAX_KEYTERM_CHARS = 50
 
 type JsonObject = Record<string, unknown>
 

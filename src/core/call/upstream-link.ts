@@ -21,7 +21,7 @@ export interface ReconnectPolicy {
   maxOutageMs: number
 }
 
-export const DEFAULT_RECONNECT: ReconnectPolicy = { maxAttempts: 8, initialDelayMs: 250, maxDelayMs: 8000, maxOutageMs: 60000 }
+const DEFAULT_RECONNECT: ReconnectPolicy = { maxAttempts: 8, initialDelayMs: 250, maxDelayMs: 8000, maxOutageMs: 60000 }
 
 export interface UpstreamLinkOptions {
   session: SessionOptions

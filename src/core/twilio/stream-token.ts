@@ -8,7 +8,7 @@ import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
  */
 
 /** Lifetime of a freshly minted token, in seconds. */
-export const STREAM_TOKEN_TTL_SECONDS = 300
+const STREAM_TOKEN_TTL_SECONDS = 300
 
 export type TokenCheck = 'ok' | 'malformed' | 'expired' | 'mismatch'
 

@@ -37,7 +37,7 @@ export function streamUrls (publicUrl: URL): { streamUrl: string, statusCallback
   }
 }
 
-export const DEFAULT_STREAM_NAME = 'medstream'
+const DEFAULT_STREAM_NAME = 'medstream'
 /** Twilio: name + value of each `<Parameter>` must be under 500 characters. */
 export const MAX_PARAMETER_CHARS = 500
 const TOKEN_PARAMETER = 'token'

@@ -30,7 +30,7 @@ export interface EventSink {
   close (deadline: number): Promise<void>
 }
 
-export function eventId (streamSid: string, sequence: number): string {
+function eventId (streamSid: string, sequence: number): string {
   return `${streamSid}-${sequence}`
 }
 
