@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
 import type { Registry } from 'prom-client'
 import { ROLES, TRACKS } from './call/types.ts'
-import { UPGRADE_SIGNATURE_FORMS } from './twilio/signature.ts'
 
 /**
  * Every medstream metric, declared once, on the one registry the app creates.
@@ -60,6 +59,8 @@ export type Metrics = ReturnType<typeof createMetrics>
 
 export const CALL_OUTCOMES = ['completed', 'transcription_failed', 'stream_error', 'shutdown'] as const
 export const REJECTION_REASONS = ['signature', 'token', 'capacity', 'draining', 'start_timeout', 'duplicate'] as const
+/** The URL a media upgrade's accepted Twilio signature was computed over (see core/twilio/signature.ts). */
+export const UPGRADE_SIGNATURE_FORMS = ['wss', 'wss_slash', 'https', 'https_slash'] as const
 export const TWILIO_EVENTS = ['connected', 'start', 'media', 'stop', 'mark', 'dtmf', 'unknown'] as const
 export const INVALID_REASONS = ['json', 'schema', 'size', 'binary', 'order', 'timestamp'] as const
 export const UPSTREAM_ERROR_CODES = ['1008', '1011', '3005', '3006', '3007', '3008', '3009', 'network', 'other'] as const
@@ -67,6 +68,7 @@ export const DELIVERY_RESULTS = ['success', 'retry', 'dead'] as const
 export const OUTBOX_STATES = ['pending', 'dead'] as const
 
 export type InvalidReason = typeof INVALID_REASONS[number]
+export type UpgradeSignatureForm = typeof UPGRADE_SIGNATURE_FORMS[number]
 export type UpstreamErrorLabel = typeof UPSTREAM_ERROR_CODES[number]
 
 /**

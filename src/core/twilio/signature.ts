@@ -1,5 +1,7 @@
 import twilio from 'twilio'
+import type { UpgradeSignatureForm } from '../metrics.ts'
 import { streamUrls } from './twiml.ts'
+import type { FormParams } from './voice.ts'
 
 /**
  * Twilio request signatures (docs/protocols.md, "Twilio signatures"). The official helper does the
@@ -7,20 +9,6 @@ import { streamUrls } from './twiml.ts'
  * turns every malformed input into a refusal instead of an exception, and is the one place where
  * both Twilio routes check a signature (`TwilioSignatures`).
  */
-
-type FormParams = Record<string, string | string[]>
-
-/**
- * Which URL an accepted Media Streams upgrade signature was computed over. How Twilio signs the
- * upgrade is not documented: the best evidence says the `wss://` URL as written in the TwiML, but one
- * of Twilio's own libraries maps it back to `https://`, and Twilio's advice for a failed WebSocket
- * check is to retry with the trailing `/` toggled. Every twin proves knowledge of the auth token, so
- * all four are accepted, and `medstream_upgrade_signatures_total{form}` counts which one real calls
- * use. With a plain-http PUBLIC_URL (loopback development) `wss` stands for `ws://` and `https` for
- * `http://`.
- */
-export const UPGRADE_SIGNATURE_FORMS = ['wss', 'wss_slash', 'https', 'https_slash'] as const
-export type UpgradeSignatureForm = typeof UPGRADE_SIGNATURE_FORMS[number]
 
 /**
  * Checks `X-Twilio-Signature` of a form-encoded webhook (voice, stream status callback).
@@ -46,6 +34,13 @@ function toggleSlash (url: string): string {
  * Checks `x-twilio-signature` of a Media Streams upgrade, signed with no parameters, against the
  * stream URL and its twins; returns the form that matched, or null when none did (a forged signature,
  * or one made with another auth token).
+ *
+ * How Twilio signs the upgrade is not documented: the best evidence says the `wss://` URL as written
+ * in the TwiML, but one of Twilio's own libraries maps it back to `https://`, and Twilio's advice for
+ * a failed WebSocket check is to retry with the trailing `/` toggled. Every twin proves knowledge of
+ * the auth token, so all four are accepted, and `medstream_upgrade_signatures_total{form}` counts
+ * which one real calls use. With a plain-http PUBLIC_URL (loopback development) `wss` stands for
+ * `ws://` and `https` for `http://`.
  * @param streamUrl the `wss://` (or loopback `ws://`) URL this service put in the TwiML, no query.
  */
 export function matchUpgradeSignature (authToken: string, signature: unknown, streamUrl: string): UpgradeSignatureForm | null {
