@@ -45,7 +45,11 @@ export interface UpstreamSessionSummary {
   id: string | null
   audio_seconds: number
   session_seconds: number
-  error: { code: number | string, message: string } | null
+  /**
+   * Why the session failed: `code` is the close code (or the Error frame's `error_code`), 'network'
+   * for a socket lost without one, or the HTTP status of a refused upgrade.
+   */
+  error: { code: number | 'network', message: string } | null
 }
 
 interface PendingChunk { chunk: Buffer, startSample: number, endSample: number }
