@@ -5,6 +5,7 @@ import type { ReconnectPolicy } from '../core/call/upstream-link.ts'
 import { Heartbeat } from '../core/twilio/heartbeat.ts'
 import { MediaStream } from '../core/twilio/media-stream.ts'
 import { TwilioSignatures } from '../core/twilio/signature.ts'
+import { admitUpgrade } from '../core/twilio/upgrade.ts'
 
 export interface MediaRouteOptions {
   config: Config
@@ -22,7 +23,7 @@ export interface MediaRouteOptions {
 export default async function twilioMediaRoutes (fastify: FastifyInstance, options: MediaRouteOptions): Promise<void> {
   const { config } = options
   const { metrics, calls } = fastify
-  const signatures = new TwilioSignatures(config.twilioAuthToken, config.publicUrl)
+  const signatures = config.twilioSignatureCheck ? new TwilioSignatures(config.twilioAuthToken, config.publicUrl) : null
   const settings = {
     streamTokenSecret: config.streamTokenSecret,
     assemblyai: config.assemblyai,
@@ -32,23 +33,15 @@ export default async function twilioMediaRoutes (fastify: FastifyInstance, optio
     terminateTimeoutMs: options.terminateTimeoutMs
   }
 
-  // Order per docs/interface.md ("Routes"): signature (403), then draining or capacity (503), then accept.
   fastify.addHook('preValidation', async (request, reply) => {
-    if (config.twilioSignatureCheck) {
-      const form = signatures.checkUpgrade(request.headers['x-twilio-signature'])
-      if (form === null) {
-        metrics.streamRejections.inc({ reason: 'signature' })
-        request.log.warn('media stream upgrade refused: bad signature')
-        return reply.code(403).send({ error: 'invalid Twilio signature' })
-      }
-      metrics.upgradeSignatures.inc({ form })
+    const verdict = admitUpgrade(request.headers['x-twilio-signature'], signatures, calls, metrics)
+    if (verdict.accept) return
+    if (verdict.status === 403) {
+      request.log.warn('media stream upgrade refused: bad signature')
+      return reply.code(403).send({ error: 'invalid Twilio signature' })
     }
-    if (calls.draining || calls.atCapacity) {
-      const reason = calls.draining ? 'draining' : 'capacity'
-      metrics.streamRejections.inc({ reason })
-      request.log.warn({ reason, calls: calls.size }, 'media stream upgrade refused')
-      return reply.code(503).header('retry-after', '1').send({ error: reason })
-    }
+    request.log.warn({ reason: verdict.reason, calls: calls.size }, 'media stream upgrade refused')
+    return reply.code(503).header('retry-after', '1').send({ error: verdict.reason })
   })
 
   const heartbeat = new Heartbeat(options.heartbeatMs ?? 20000)
