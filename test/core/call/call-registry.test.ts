@@ -84,7 +84,7 @@ test('CallRegistry waitUntilEmpty resolves true when the last call leaves and fa
   assert.equal(await waiting, true)
 })
 
-test('CallRegistry endAll ends every live call with the reason and waits for each call.ended', async (t) => {
+test('CallRegistry endAll ends every live call with the reason and waits for each call.ended when the app shuts down', async (t) => {
   const calls = registry(t, 5)
   const reasons: EndReason[] = []
   const onEnded = (session: CallSession, reason: EndReason): void => { reasons.push(reason); calls.remove(session) }
@@ -95,7 +95,7 @@ test('CallRegistry endAll ends every live call with the reason and waits for eac
   assert.equal(calls.size, 0)
 })
 
-test('CallRegistry moves each call\'s batched counters to prom-client on its timer, and close stops it twice safely', async (t) => {
+test('CallRegistry moves each call\'s batched counters to prom-client on its timer until it is closed, even when closed twice', async (t) => {
   const metrics = testMetrics()
   const calls = registry(t, 2, metrics)
   const session = call(1, { metrics })

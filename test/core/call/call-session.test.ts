@@ -88,7 +88,7 @@ test('CallSession publishes call.started, one turn per speech burst and call.end
   assert.equal(await counter(metrics.turnsTotal, { role: 'customer' }), 2)
 })
 
-test('CallSession ends once whatever asks, and ignores media after the end', async (t) => {
+test('CallSession ends once and ignores later media when several causes ask it to end', async (t) => {
   const { sink, metrics, ended, session } = await setup(t)
   session.start()
   feed(session, mulawSpeech(1).slice(0, 10))

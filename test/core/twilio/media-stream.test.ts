@@ -63,7 +63,7 @@ function escapedMediaMessage (sequence: number, timestampMs: number, payload: Bu
   return Buffer.from(mediaMessage(sequence, timestampMs, payload, streamSid).toString().replace(`"streamSid":"${streamSid[0]}`, `"streamSid":"\\u00${streamSid.charCodeAt(0).toString(16)}`))
 }
 
-test('MediaStream holds a reservation until start, then owns a call that a stop ends with close 1000', async (t) => {
+test('MediaStream holds a reservation until start, then owns a call that ends with close 1000 when Twilio sends stop', async (t) => {
   const { server, metrics, calls, sink, open } = await setup(t)
   const { socket, stream } = open()
   assert.equal(calls.atCapacity, true, 'the socket waiting for start holds the only place')

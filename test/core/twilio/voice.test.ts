@@ -8,7 +8,7 @@ const CALL_SID = `CA${'a'.repeat(32)}`
 const ACCOUNT_SID = `AC${'b'.repeat(32)}`
 const SETTINGS = { publicUrl: new URL('https://calls.example.org'), streamTokenSecret: SECRET, forwardTo: '+15550002222', continueUrl: null }
 
-test('parseForm keeps every value of a repeated field in order and gives no prototype to the result', () => {
+test('parseForm keeps every value in order and gives the result no prototype when a field repeats', () => {
   const params = parseForm('Digits=2&CallSid=CA1&Digits=1&Digits=3&__proto__=x')
   assert.deepEqual(params.Digits, ['2', '1', '3'])
   assert.equal(params.CallSid, 'CA1')
