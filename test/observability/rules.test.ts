@@ -146,6 +146,18 @@ test('promtool test rules passes when run on alerts.test.yml', async () => {
   assert.match(result.stdout, /SUCCESS/)
 })
 
+test('compose runs the Prometheus release whose promtool checks the rules when the two versions are compared', async () => {
+  const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: { prometheus: { image: string } } }
+  const pinned = /^prom\/prometheus:v(\d+\.\d+)\.\d+$/.exec(compose.services.prometheus.image)
+  assert.ok(pinned !== null, `compose pins an exact prom/prometheus release, not ${compose.services.prometheus.image}`)
+  const result = await promtool(['--version'])
+  const local = /version (\d+\.\d+)\./.exec(result.stdout + result.stderr)
+  assert.ok(local !== null, result.stdout + result.stderr)
+  assert.equal(pinned[1], local[1], 'the compose Prometheus and the promtool that tests the rules are the same minor release')
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  assert.ok(readme.includes(`\`${compose.services.prometheus.image}\``), 'README names the pinned image')
+})
+
 test('promtool check metrics rejects a badly named metric when given one, so a clean result means something', async () => {
   const exposition = '# HELP demo_active_total A gauge named like a counter.\n# TYPE demo_active_total gauge\ndemo_active_total 3\n'
   const result = await promtool(['check', 'metrics'], { stdin: exposition })
