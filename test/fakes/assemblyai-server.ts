@@ -7,8 +7,8 @@ import { WebSocketServer } from 'ws'
 import type { WebSocket } from 'ws'
 
 /**
- * A protocol-faithful stand-in for AssemblyAI Streaming v3 (shared/reference/assemblyai-v3-streaming.md
- * §8). Transcription is simulated: an energy detector finds speech in the received PCM and each speech
+ * A protocol-faithful stand-in for AssemblyAI Streaming v3, as docs/protocols.md describes it.
+ * Transcription is simulated: an energy detector finds speech in the received PCM and each speech
  * segment becomes a turn with the next scripted text. Everything is paced by the audio received, never
  * by wall-clock time, so tests may stream faster than real time and stay deterministic.
  */

@@ -191,7 +191,7 @@ test('TwilioSimulator sends connected, start, interleaved media and stop in Twil
   assert.deepEqual(await stream.closed, { code: 1000 })
   assert.deepEqual(result, { code: 1000, reason: '', framesSent: 100 })
 
-  // Upgrade request as captured (§3.1).
+  // Upgrade request as captured in public traces of Twilio's upgrade.
   assert.equal(stream.path, '/twilio/media')
   assert.equal(stream.headers['user-agent'], 'Twilio.TmeWs/1.0')
   assert.equal(stream.headers['accept-encoding'], 'gzip')
