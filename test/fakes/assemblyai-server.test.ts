@@ -2,8 +2,8 @@ import { test } from 'node:test'
 import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
-import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
-import type { FakeAssemblyAiOptions } from '../../fakes/assemblyai-server.ts'
+import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from './assemblyai-server.ts'
+import type { FakeAssemblyAiOptions } from './assemblyai-server.ts'
 
 // The fake is what every other AssemblyAI test trusts, so its protocol behaviour is checked here
 // with a bare `ws` client, independent of the session client.
