@@ -32,7 +32,7 @@ import type { Phase, PhaseResult } from './lib/measure.ts'
 import { parseBenchOptions } from './lib/options.ts'
 import type { BenchOptions, Outbox } from './lib/options.ts'
 import { scrape, total } from './lib/prometheus.ts'
-import { describeMachine } from './lib/proc.ts'
+import { describeMachine, findProcess } from './lib/proc.ts'
 import { distribution } from './lib/stats.ts'
 import { log, printReport, writeResults } from './lib/report.ts'
 import type { ServiceRun } from './lib/report.ts'
@@ -122,6 +122,7 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
       pid,
       generator,
       upstreamPid: fake.pid ?? null,
+      databasePid: outbox === 'postgres' ? findProcess(['-p', String(setup.postgres!.port)]) : null,
       metricsUrl,
       rssIdleKb: rest.rssKb,
       idleCpuPercent: rest.cpuPercent,
@@ -181,6 +182,7 @@ async function runFloor (): Promise<PhaseResult> {
       pid,
       generator: forkChild('load.ts'),
       upstreamPid: null,
+      databasePid: null,
       metricsUrl: null,
       rssIdleKb: rest.rssKb,
       idleCpuPercent: rest.cpuPercent,

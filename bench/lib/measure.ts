@@ -10,7 +10,7 @@ import type { LoadPlan, LoadReport, UpstreamSessionReport } from './ipc.ts'
 import type { BenchOptions, Outbox } from './options.ts'
 import { bucketMaxBound, bucketQuantile, bucketQuantileBound, histogramBetween, scrape } from './prometheus.ts'
 import type { Scrape } from './prometheus.ts'
-import { cpuSeconds, cpuTimes, epochMs, machineJiffies, rssKb } from './proc.ts'
+import { cpuSeconds, cpuTimes, epochMs, machineJiffies, rssKb, treeCpuSeconds } from './proc.ts'
 import { distribution } from './stats.ts'
 import type { Distribution } from './stats.ts'
 
@@ -37,6 +37,8 @@ export interface Sample {
   systemCpuSeconds: number
   generatorCpuSeconds: number
   upstreamCpuSeconds: number
+  /** The PostgreSQL server's, its backends included; 0 without one. */
+  databaseCpuSeconds: number
   machine: { busy: number, total: number }
   metrics: Scrape | null
 }
@@ -67,6 +69,8 @@ export interface PhaseResult {
   systemCpuShare: number
   generatorCpuPercent: number
   upstreamCpuPercent: number | null
+  /** The PostgreSQL server's CPU (all its processes) per call-minute; null without one. */
+  databaseCpuPerCallMinute: number | null
   /** Of the whole machine (every core), everything on it included. */
   machineBusyPercent: number
   idleCpuPercent: number
@@ -107,6 +111,8 @@ export interface Phase {
   pid: number
   generator: ChildProcess
   upstreamPid: number | null
+  /** The PostgreSQL server (postmaster) of a postgres outbox run. */
+  databasePid: number | null
   metricsUrl: string | null
   rssIdleKb: number
   idleCpuPercent: number
@@ -147,6 +153,7 @@ async function takeSample (phase: Phase): Promise<Sample> {
     systemCpuSeconds: times.system,
     generatorCpuSeconds: phase.generator.pid === undefined ? 0 : cpuSeconds(phase.generator.pid),
     upstreamCpuSeconds: phase.upstreamPid === null ? 0 : cpuSeconds(phase.upstreamPid),
+    databaseCpuSeconds: phase.databasePid === null ? 0 : treeCpuSeconds(phase.databasePid),
     machine: machineJiffies(),
     // A scrape resets prom-client's event-loop delay histogram: each window's p99 is its own.
     metrics: phase.metricsUrl === null ? null : await scrape(phase.metricsUrl)
@@ -261,6 +268,7 @@ export async function measure (phase: Phase, options: BenchOptions): Promise<{ r
       systemCpuShare: 100 * (last.systemCpuSeconds - first.systemCpuSeconds) / Math.max(cpu, 1e-9),
       generatorCpuPercent: 100 * (last.generatorCpuSeconds - first.generatorCpuSeconds) / windowS,
       upstreamCpuPercent: phase.upstreamPid === null ? null : 100 * (last.upstreamCpuSeconds - first.upstreamCpuSeconds) / windowS,
+      databaseCpuPerCallMinute: phase.databasePid === null ? null : (last.databaseCpuSeconds - first.databaseCpuSeconds) / (calls * windowS / 60),
       machineBusyPercent: 100 * jiffies,
       idleCpuPercent: phase.idleCpuPercent,
       rssIdleKb: phase.rssIdleKb,
