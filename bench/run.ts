@@ -140,10 +140,10 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
     tell(fake, { type: 'collect', fromAt: phase.plan.windowStartAt - 2000 })
     const { sessions } = await nextMessage(fake, 'sessions', 60_000)
     const outside = outsideLatency(report, sessions, chunkMs)
-    if (receiver !== null) {
-      const received = await ask(receiver, { type: 'receiver-stats' }, 'receiver-stats')
-      log(`${String(outbox)} outbox: the receiver got ${received.events} events in ${received.requests} requests`)
-    }
+    // The last calls' events may still be on their way: the receiver is asked once the outbox is empty.
+    for (let i = 0; i < 50 && receiver !== null && ((await scrape(metricsUrl)).get('medstream_webhook_outbox_events{state="pending"}') ?? 0) > 0; i++) await sleep(200)
+    const received = receiver === null ? null : await ask(receiver, { type: 'receiver-stats' }, 'receiver-stats')
+    if (received !== null) log(`${String(outbox)} outbox: the receiver got ${received.events} events in ${received.requests} requests`)
     await stopChild(service)
     const profile = options.cpuProf ? newestProfile(profileStartedAt, profileRange) : null
     return {
@@ -156,6 +156,8 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
         outsideLatencyMs: distribution(outside.latency),
         unmatchedCalls: outside.unmatched,
         turns: total(final, 'medstream_turns_total'),
+        webhookEventsReceived: received?.events ?? null,
+        eventsLost: [...final.keys()].some((series) => series.startsWith('medstream_events_lost_total')) ? total(final, 'medstream_events_lost_total') : null,
         callsFailed: result.callsFailed + (total(final, 'medstream_calls_total') - (final.get('medstream_calls_total{outcome="completed"}') ?? 0))
       }
     }
@@ -192,7 +194,7 @@ async function runFloor (): Promise<PhaseResult> {
     log(`floor: the same ${options.calls} calls against a bare ws server (JSON.parse + base64 only)…`)
     const { result } = await measure(phase, options)
     const { frames } = await ask(floor, { type: 'floor-stats' }, 'floor-stats')
-    return { ...result, framesReceived: frames, framesLost: Math.max(0, result.framesSent - frames), upstreamAudioMissingMs: null, turns: null, outsideLatencyMs: null, unmatchedCalls: 0 }
+    return { ...result, framesReceived: frames, framesLost: Math.max(0, result.framesSent - frames), upstreamAudioMissingMs: null, turns: null, outsideLatencyMs: null, unmatchedCalls: 0, webhookEventsReceived: null, eventsLost: null }
   } finally {
     await stopChild(floor)
   }

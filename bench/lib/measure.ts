@@ -100,6 +100,10 @@ export interface PhaseResult {
   /** p99 of the service's publish histogram over the window, ms, when it exposes one. */
   publishP99Ms: number | null
   publishMetric: string | null
+  /** Distinct events the receiver got, the whole run (an outbox run only). */
+  webhookEventsReceived: number | null
+  /** medstream_events_lost_total at the end, all reasons; null when the service has no such metric. */
+  eventsLost: number | null
   unmatchedCalls: number
   windows: WindowResult[]
   rssSeries: Array<[number, number]>
@@ -166,7 +170,7 @@ export async function sleepUntil (at: number): Promise<void> {
 }
 
 /** Runs the plan against the phase's target and measures it; returns with the generator's report. */
-export async function measure (phase: Phase, options: BenchOptions): Promise<{ result: Omit<PhaseResult, 'framesReceived' | 'framesLost' | 'upstreamAudioMissingMs' | 'outsideLatencyMs' | 'unmatchedCalls' | 'turns'>, report: LoadReport, samples: Sample[] }> {
+export async function measure (phase: Phase, options: BenchOptions): Promise<{ result: Omit<PhaseResult, 'framesReceived' | 'framesLost' | 'upstreamAudioMissingMs' | 'outsideLatencyMs' | 'unmatchedCalls' | 'turns' | 'webhookEventsReceived' | 'eventsLost'>, report: LoadReport, samples: Sample[] }> {
   const { plan } = phase
   const { calls } = options
   const reportPromise = nextMessage(phase.generator, 'report', plan.endAt - epochMs() + 60_000)

@@ -75,6 +75,7 @@ export function printReport (runs: ServiceRun[], floor: PhaseResult | null, opti
   if (services.some((service) => service.outbox !== null)) {
     rows.push(
       ['webhook events delivered per second', ...perService((s) => fixed(s.eventsPerSecond, 1)), '', ''],
+      ['  received (whole run) / lost', ...perService((s) => `${s.webhookEventsReceived ?? 'n/a'} / ${s.eventsLost ?? 'n/a'}`), '', target('0 lost', (s) => s.eventsLost === null ? null : s.eventsLost === 0)],
       ['PostgreSQL server CPU s per call-minute', ...perService((s) => s.databaseCpuPerCallMinute === null ? 'n/a' : fixed(s.databaseCpuPerCallMinute, 4)), '', ''],
       ['publish p99 on the event loop, ms', ...perService((s) => s.publishMetric === null ? 'not exposed' : fixed(s.publishP99Ms, 3)), '', '']
     )
