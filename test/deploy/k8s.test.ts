@@ -189,7 +189,7 @@ test('kubectl kustomize renders both overlays exactly as the test reader does, w
 })
 
 for (const overlay of OVERLAYS) {
-  test(`k8s ${overlay} overlay's ConfigMap and Secrets hold only config-schema variables and load as a valid configuration`, () => {
+  test(`k8s ${overlay} overlay's ConfigMap and Secrets hold only config-schema variables and load as a valid configuration when read with the Secret templates`, () => {
     const names = configEnvNames()
     const container = workload(overlay).spec.template.spec.containers[0]
     const configMap = one(overlay, 'ConfigMap', 'medstream')
@@ -315,7 +315,7 @@ for (const overlay of OVERLAYS) {
     assert.equal(media.timeouts.backendRequest, '0s')
   })
 
-  test(`k8s ${overlay} ServiceMonitor, PrometheusRule, PodDisruptionBudget and NetworkPolicy select the right objects and name real ports`, () => {
+  test(`k8s ${overlay} ServiceMonitor, PrometheusRule, PodDisruptionBudget and NetworkPolicy select the right objects and name real ports when matched against them`, () => {
     const template = workload(overlay).spec.template
     const podLabels = template.metadata.labels
     const container = template.spec.containers[0]
@@ -347,7 +347,7 @@ for (const overlay of OVERLAYS) {
   })
 }
 
-test('k8s fleet overlay runs a Deployment with no volume that surges before it drains and reads DATABASE_URL from a Secret', () => {
+test('k8s fleet overlay runs a Deployment with no volume that surges before it drains and reads DATABASE_URL from a Secret when rendered', () => {
   assert.deepEqual(find('fleet', 'StatefulSet'), [])
   assert.deepEqual(find('fleet', 'PersistentVolumeClaim'), [], 'the fleet keeps no state in the cluster')
   const deployment = one('fleet', 'Deployment', 'medstream')
@@ -377,7 +377,7 @@ test('k8s fleet overlay sets DATABASE_URL, a variable src/config.ts reads, when 
   assert.ok(configEnvNames().has('DATABASE_URL'), 'DATABASE_URL is not an environment variable of src/config.ts')
 })
 
-test('k8s fleet overlay is scaled by KEDA on live calls, drains on scale-down and keeps two replicas without KEDA', () => {
+test('k8s fleet overlay is scaled by KEDA on live calls and drains on scale-down, and keeps two replicas when rendered without KEDA', () => {
   const deployment = one('fleet', 'Deployment', 'medstream')
   const scaledObject = one('fleet', 'ScaledObject')
   assert.deepEqual(scaledObject.spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: deployment.metadata.name })
@@ -405,7 +405,7 @@ test('k8s fleet overlay is scaled by KEDA on live calls, drains on scale-down an
   assert.ok(fixed.spec.replicas >= 2, 'without KEDA the fleet still runs two replicas')
 })
 
-test('k8s single overlay keeps a fixed-size StatefulSet whose pods each keep their SQLite outbox on their own claim', () => {
+test('k8s single overlay keeps a fixed-size StatefulSet whose pods each keep their SQLite outbox on their own claim when rendered', () => {
   assert.deepEqual(find('single', 'Deployment'), [])
   assert.deepEqual(find('single', 'ScaledObject'), [], 'scaling a single-mode StatefulSet down strands events on the removed pod\'s volume')
   const statefulSet = one('single', 'StatefulSet', 'medstream')
