@@ -1,7 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import { request as httpRequest } from 'node:http'
+import { createServer as createHttpServer, request as httpRequest } from 'node:http'
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http'
 import { request as httpsRequest } from 'node:https'
+import type { AddressInfo } from 'node:net'
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises'
 import twilio from 'twilio'
 import WebSocket from 'ws'
@@ -196,6 +197,47 @@ export class TwilioSimulator {
 
   get accountSid (): string {
     return this.#accountSid
+  }
+
+  readonly #calls = new Map<string, LiveCall>()
+  readonly #apiKeys = new Map<string, string>()
+  readonly #faults: RestFault[] = []
+  #api: RestApi | null = null
+
+  /**
+   * Serves the REST API (the Stream resource of live calls) on a loopback port; the service's
+   * TWILIO_API_URL points at the returned `url`. Idempotent.
+   */
+  async listenApi (): Promise<RestApi> {
+    this.#api ??= await startRestApi({ accountSid: this.#accountSid, authToken: this.#authToken, apiKeys: this.#apiKeys, calls: this.#calls, faults: this.#faults })
+    return this.#api
+  }
+
+  /** An API key SID (`SK…`) and secret the REST API accepts besides AccountSid + auth token. */
+  addApiKey (sid: string, secret: string): void {
+    this.#apiKeys.set(sid, secret)
+  }
+
+  /** The next REST create (or stop) answers with this failure instead; queued in order. */
+  injectRestFault (fault: RestFault): void {
+    this.#faults.push(fault)
+  }
+
+  /**
+   * Connects a placed call's TwiML stream and plays the call on one clock; REST creates fork more
+   * streams from it while it lasts.
+   */
+  startCall (call: PlacedCall, options: LiveCallOptions): LiveCall {
+    const live = new LiveCall(this, call, options)
+    this.#calls.set(call.callSid, live)
+    void live.ended.then(() => this.#calls.delete(call.callSid))
+    return live
+  }
+
+  /** Closes the REST API listener. */
+  async close (): Promise<void> {
+    await this.#api?.close()
+    this.#api = null
   }
 
   /** Rings the service's voice webhook as Twilio does for an inbound call. */
@@ -626,4 +668,400 @@ function sendHttp (url: URL, method: 'GET' | 'POST', body: string | null, signat
     request.on('error', reject)
     request.end(body ?? undefined)
   })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A live call with more than one stream: the Stream resource of Twilio's REST API.
+// ---------------------------------------------------------------------------------------------------
+
+export interface LiveCallOptions {
+  /** Raw μ-law of the whole call, caller side (inbound) and agent side (outbound). */
+  inbound: Uint8Array
+  outbound: Uint8Array
+  /** Milliseconds of audio per media message. Default 20. */
+  frameMs?: number
+  /** The call's clock: 1 = real time (default), 4 = four times faster. Every delay below runs on it. */
+  speed?: number
+  /** `media.timestamp` of the TwiML stream's first frame. Default 150. */
+  firstTimestampMs?: number
+  /** Call-clock ms from a REST create to the new stream's first media. Default 0. */
+  firstMediaDelayMs?: number
+  /** Post signed status callbacks (stream-started / stream-stopped / stream-error). Default true. */
+  statusCallbacks?: boolean
+}
+
+/** One stream of a live call, as the Stream resource describes it. */
+export interface ForkedStream {
+  sid: string
+  name: string
+  /** 'both_tracks' and the like. */
+  track: string
+  url: string
+  parameters: Record<string, string>
+  statusCallback: string | null
+  statusCallbackMethod: string
+  /** 'in-progress' from create (or the TwiML) until stopped. */
+  status: 'in-progress' | 'stopped'
+  /**
+   * Where this stream's `media.timestamp` 0 lies on the call timeline (the TwiML stream's timestamps),
+   * ms; null until its `start` has been sent.
+   */
+  zeroOnTimelineMs: number | null
+  /** Close code as the simulator saw it, once the socket closed. */
+  closeCode: number | null
+  /** media messages sent. */
+  framesSent: number
+  /** Resolves when the socket has closed (or could not open). */
+  done: Promise<void>
+}
+
+/** A REST failure to inject: the next create (or stop) answers with it instead. */
+export interface RestFault {
+  status: 429 | 500 | 503
+  /** Only creates (default) or only stops. */
+  on?: 'create' | 'stop'
+}
+
+/** Twilio's four forked tracks per call: a `both_tracks` stream holds two. */
+const MAX_FORKED_TRACKS = 4
+/**
+ * The error code the simulator answers a create over the track budget with (HTTP 400). Twilio's
+ * public pages name the limit but not the code of this REST refusal, so this one is a placeholder
+ * (docs/protocols.md says so); medstream keys on the 400, never on the code.
+ */
+export const TRACK_LIMIT_ERROR_CODE = 31999
+const TRACKS_OF: Record<string, number> = { inbound_track: 1, outbound_track: 1, both_tracks: 2 }
+const API_VERSION = '2010-04-01'
+const STREAMS_PATH = /^\/2010-04-01\/Accounts\/(AC[0-9a-f]{32})\/Calls\/(CA[0-9a-f]{32})\/Streams(?:\/([^/]+))?\.json$/
+
+interface StreamRuntime {
+  info: ForkedStream
+  ws: WebSocket | null
+  /** Call-clock ms from which this stream carries media. */
+  firstMediaAtMs: number
+  sequence: number
+  chunk: { inbound: number, outbound: number }
+  streamSidJson: string
+  setDone: () => void
+}
+
+/**
+ * A call in progress: one clock, the caller's and the agent's audio, and every stream forked from it.
+ * The TwiML stream starts at once; more come and go through the REST Stream resource
+ * (TwilioSimulator.listenApi). Each stream carries the call's audio from the moment its media begins,
+ * with its own StreamSid, its own `sequenceNumber` and its own `media.timestamp` clock from 0.
+ */
+export class LiveCall {
+  readonly callSid: string
+  readonly accountSid: string
+  readonly streams: ForkedStream[] = []
+  /** Resolves when the call's audio is over and every stream has been stopped and closed. */
+  readonly ended: Promise<void>
+  readonly #simulator: TwilioSimulator
+  readonly #options: Required<LiveCallOptions>
+  readonly #runtimes: StreamRuntime[] = []
+  readonly #placed: PlacedCall
+  readonly #startedAt = performance.now()
+  #hungUp = false
+  #wake: (() => void) | null = null
+
+  constructor (simulator: TwilioSimulator, placed: PlacedCall, options: LiveCallOptions) {
+    this.#simulator = simulator
+    this.#placed = placed
+    this.callSid = placed.callSid
+    this.accountSid = placed.accountSid
+    this.#options = {
+      frameMs: 20,
+      speed: 1,
+      firstTimestampMs: 150,
+      firstMediaDelayMs: 0,
+      statusCallbacks: true,
+      ...options
+    }
+    const twimlStream = placed.twiml?.stream
+    if (twimlStream == null) throw new TypeError('startCall needs a call whose TwiML has a <Start><Stream>')
+    this.#open({
+      url: twimlStream.url,
+      name: twimlStream.name ?? '',
+      track: twimlStream.track,
+      parameters: twilioVisibleParameters(twimlStream.parameters),
+      statusCallback: twimlStream.statusCallback,
+      statusCallbackMethod: twimlStream.statusCallbackMethod
+    }, 0, -this.#options.firstTimestampMs)
+    this.ended = this.#pump()
+  }
+
+  /** Position of the call's clock, ms of audio since the call began. */
+  get nowMs (): number {
+    return (performance.now() - this.#startedAt) * this.#options.speed
+  }
+
+  /** Call-timeline ms (the TwiML stream's media.timestamp clock) of a call-clock position. */
+  timelineMs (callMs: number): number {
+    return callMs + this.#options.firstTimestampMs
+  }
+
+  /** Tracks held by streams still in progress. */
+  get forkedTracks (): number {
+    return this.streams.filter((stream) => stream.status === 'in-progress').reduce((sum, stream) => sum + (TRACKS_OF[stream.track] ?? 1), 0)
+  }
+
+  /** Ends the call now: every live stream gets `stop`. */
+  hangUp (): void {
+    this.#hungUp = true
+    this.#wake?.()
+  }
+
+  /** The REST create: validates like Twilio, opens the stream, returns the resource or an error. */
+  create (form: URLSearchParams): { status: number, body: Record<string, unknown> } {
+    const url = form.get('Url')
+    if (url === null || url === '') return twilioError(400, 21201, 'Missing required parameter Url in the post body')
+    const track = form.get('Track') ?? 'inbound_track'
+    if (!VALID_TRACKS.has(track)) return twilioError(400, 21204, `Track must be one of inbound_track, outbound_track, both_tracks, got ${track}`)
+    const sid = randomSid('MZ')
+    const name = form.get('Name') ?? sid
+    if (this.streams.some((stream) => stream.name === name)) return twilioError(400, 21205, `Stream name ${name} is already used on this call`)
+    if (this.forkedTracks + (TRACKS_OF[track] ?? 1) > MAX_FORKED_TRACKS) {
+      return twilioError(400, TRACK_LIMIT_ERROR_CODE, `Maximum number of forked tracks (${MAX_FORKED_TRACKS}) for this call has been reached`)
+    }
+    const parameters: Record<string, string> = {}
+    for (let i = 1; i <= 99; i++) {
+      const pname = form.get(`Parameter${i}.Name`)
+      if (pname === null) continue
+      const value = form.get(`Parameter${i}.Value`) ?? ''
+      if (pname.length + value.length < MAX_PARAMETER_CHARS) Object.defineProperty(parameters, pname, { value, enumerable: true, writable: true, configurable: true })
+    }
+    const createdAtMs = this.nowMs
+    const info = this.#open({
+      url,
+      name,
+      track,
+      parameters,
+      statusCallback: form.get('StatusCallback'),
+      statusCallbackMethod: form.get('StatusCallbackMethod') ?? 'POST'
+    }, createdAtMs + this.#options.firstMediaDelayMs, null, sid)
+    return { status: 201, body: this.resource(info) }
+  }
+
+  /** The REST update with Status=stopped, by SID or name. */
+  stop (sidOrName: string, form: URLSearchParams): { status: number, body: Record<string, unknown> } {
+    const runtime = this.#runtimes.find((r) => r.info.sid === sidOrName || r.info.name === sidOrName)
+    if (runtime === undefined) return twilioError(404, 20404, `The requested resource /2010-04-01/Accounts/${this.accountSid}/Calls/${this.callSid}/Streams/${sidOrName}.json was not found`)
+    if (form.get('Status') !== 'stopped') return twilioError(400, 21218, 'Status must be stopped')
+    this.#stopStream(runtime)
+    return { status: 200, body: this.resource(runtime.info) }
+  }
+
+  /** The JSON Twilio answers for a Stream resource (snake_case, RFC 2822 date). */
+  resource (info: ForkedStream): Record<string, unknown> {
+    return {
+      account_sid: this.accountSid,
+      call_sid: this.callSid,
+      sid: info.sid,
+      name: info.name,
+      status: info.status,
+      date_updated: new Date().toUTCString().replace('GMT', '+0000'),
+      uri: `/${API_VERSION}/Accounts/${this.accountSid}/Calls/${this.callSid}/Streams/${info.sid}.json`
+    }
+  }
+
+  #open (spec: { url: string, name: string, track: string, parameters: Record<string, string>, statusCallback: string | null, statusCallbackMethod: string }, firstMediaAtMs: number, zero: number | null, sid: string = randomSid('MZ')): ForkedStream {
+    let setDone!: () => void
+    const done = new Promise<void>((resolve) => { setDone = resolve })
+    const info: ForkedStream = { sid, ...spec, status: 'in-progress', zeroOnTimelineMs: null, closeCode: null, framesSent: 0, done }
+    const runtime: StreamRuntime = { info, ws: null, firstMediaAtMs, sequence: 0, chunk: { inbound: 0, outbound: 0 }, streamSidJson: JSON.stringify(sid), setDone }
+    this.streams.push(info)
+    this.#runtimes.push(runtime)
+    const closed = (code: number): void => {
+      info.closeCode ??= code
+      info.status = 'stopped'
+      setDone()
+    }
+    const target = this.#simulator.resolveStreamUrl(spec.url)
+    if ('error' in target) {
+      this.#notify(info, 'stream-error', `${target.error.twilioCode} ${target.error.message}`)
+      closed(1006)
+      return info
+    }
+    const headers: Record<string, string> = { 'user-agent': 'Twilio.TmeWs/1.0', 'accept-encoding': 'gzip', 'x-twilio-signature': this.#simulator.signStreamUrl(spec.url) }
+    const ws = new WebSocket(target.connectUrl, { headers, perMessageDeflate: false, followRedirects: false, handshakeTimeout: HTTP_TIMEOUT_MS })
+    runtime.ws = ws
+    ws.on('unexpected-response', (request, response) => {
+      response.resume()
+      this.#notify(info, 'stream-error', `31920 upgrade refused with HTTP ${response.statusCode ?? 0}`)
+      request.destroy()
+    })
+    ws.on('error', () => {})
+    ws.on('close', (code) => closed(code))
+    ws.on('open', () => {
+      ws.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+      // The stream's clock starts when it starts: its timestamps count from here.
+      const zeroCallMs = zero ?? this.nowMs
+      info.zeroOnTimelineMs = this.timelineMs(zeroCallMs)
+      runtime.firstMediaAtMs = Math.max(runtime.firstMediaAtMs, zeroCallMs)
+      runtime.sequence = 1
+      const tracks = info.track === 'both_tracks' ? ['inbound', 'outbound'] : [info.track === 'outbound_track' ? 'outbound' : 'inbound']
+      ws.send(JSON.stringify({
+        event: 'start',
+        sequenceNumber: '1',
+        start: {
+          accountSid: this.accountSid,
+          streamSid: sid,
+          callSid: this.callSid,
+          tracks,
+          mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
+          customParameters: info.parameters
+        },
+        streamSid: sid
+      }))
+      this.#notify(info, 'stream-started')
+    })
+    return info
+  }
+
+  #stopStream (runtime: StreamRuntime): void {
+    if (runtime.info.status === 'stopped') return
+    runtime.info.status = 'stopped'
+    const ws = runtime.ws
+    if (ws !== null && ws.readyState === WebSocket.OPEN) {
+      runtime.sequence++
+      ws.send(JSON.stringify({ event: 'stop', sequenceNumber: String(runtime.sequence), streamSid: runtime.info.sid, stop: { accountSid: this.accountSid, callSid: this.callSid } }))
+      ws.close(1000)
+    } else {
+      ws?.terminate()
+    }
+    this.#notify(runtime.info, 'stream-stopped')
+  }
+
+  /** One clock for the call: every tick's frames go to every stream whose media has begun. */
+  async #pump (): Promise<void> {
+    const { frameMs, speed } = this.#options
+    const frameBytes = Math.round(frameMs * BYTES_PER_MS)
+    const longest = Math.max(this.#options.inbound.length, this.#options.outbound.length)
+    const ticks = Math.ceil(longest / frameBytes)
+    for (let tick = 0; tick < ticks && !this.#hungUp; tick++) {
+      const audioMs = tick * frameMs
+      // A frame leaves once its audio has been captured, at the end of its interval.
+      const dueAt = this.#startedAt + (audioMs + frameMs) / speed
+      const waitMs = dueAt - performance.now()
+      if (waitMs >= 1) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => { this.#wake = null; resolve() }, waitMs)
+          this.#wake = () => { clearTimeout(timer); this.#wake = null; resolve() }
+        })
+      }
+      if (this.#hungUp) break
+      const inbound = frameSlice(this.#options.inbound, tick * frameBytes, frameBytes).toString('base64')
+      const outbound = frameSlice(this.#options.outbound, tick * frameBytes, frameBytes).toString('base64')
+      for (const runtime of this.#runtimes) {
+        const ws = runtime.ws
+        if (runtime.info.status !== 'in-progress' || runtime.info.zeroOnTimelineMs === null || ws === null || ws.readyState !== WebSocket.OPEN) continue
+        if (audioMs < runtime.firstMediaAtMs) continue
+        const timestamp = Math.round(this.timelineMs(audioMs) - runtime.info.zeroOnTimelineMs)
+        const sendTrack = (track: 'inbound' | 'outbound', payload: string): void => {
+          runtime.chunk[track]++
+          runtime.sequence++
+          ws.send(`{"event":"media","sequenceNumber":"${runtime.sequence}","media":{"track":"${track}","chunk":"${runtime.chunk[track]}","timestamp":"${timestamp}","payload":"${payload}"},"streamSid":${runtime.streamSidJson}}`)
+          runtime.info.framesSent++
+        }
+        if (runtime.info.track !== 'outbound_track') sendTrack('inbound', inbound)
+        if (runtime.info.track !== 'inbound_track') sendTrack('outbound', outbound)
+      }
+    }
+    for (const runtime of this.#runtimes) this.#stopStream(runtime)
+    await Promise.all(this.streams.map((stream) => stream.done))
+  }
+
+  #notify (info: ForkedStream, event: StreamStatusEvent, error?: string): void {
+    if (!this.#options.statusCallbacks || info.statusCallback === null) return
+    const call: PlacedCall = { ...this.#placed, twiml: { stream: { name: info.name, url: info.url, track: info.track, statusCallback: info.statusCallback, statusCallbackMethod: info.statusCallbackMethod, parameters: info.parameters }, dial: null, redirect: null } }
+    this.#simulator.postStatus(call, info.sid, event, error).catch(() => {})
+  }
+}
+
+function twilioError (status: number, code: number, message: string): { status: number, body: Record<string, unknown> } {
+  return { status, body: { code, message, more_info: `https://www.twilio.com/docs/errors/${code}`, status } }
+}
+
+export interface RestApi {
+  /** `http://127.0.0.1:PORT`: what TWILIO_API_URL points at. */
+  url: string
+  /** Every request received, in order (method, path, form, who authenticated). */
+  requests: Array<{ method: string, path: string, form: URLSearchParams, username: string | null, status: number }>
+  close (): Promise<void>
+}
+
+/**
+ * The simulator's REST side, for TwilioSimulator: HTTP Basic auth with the AccountSid and auth token
+ * or an API key SID and secret, form bodies, Twilio's JSON answers and error shape.
+ */
+export function startRestApi (options: {
+  accountSid: string
+  authToken: string
+  apiKeys: Map<string, string>
+  calls: Map<string, LiveCall>
+  faults: RestFault[]
+}): Promise<RestApi> {
+  const requests: RestApi['requests'] = []
+  const server = createHttpServer((request, response) => {
+    const chunks: Buffer[] = []
+    request.on('data', (chunk: Buffer) => chunks.push(chunk))
+    request.on('end', () => {
+      const path = new URL(request.url ?? '/', 'http://local').pathname
+      const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
+      const answer = (status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void => {
+        requests.push({ method: request.method ?? '', path, form, username, status })
+        response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers }).end(JSON.stringify(body))
+      }
+      const [username, password] = basicCredentials(request.headers.authorization)
+      const match = STREAMS_PATH.exec(path)
+      if (request.method !== 'POST' || match === null) {
+        const { status, body } = twilioError(404, 20404, `The requested resource ${path} was not found`)
+        return answer(status, body)
+      }
+      const [, accountSid, callSid, streamSid] = match
+      const authenticated = username !== null && password !== null && (
+        (username === options.accountSid && password === options.authToken) ||
+        (options.apiKeys.get(username) === password)
+      )
+      if (!authenticated || accountSid !== options.accountSid) {
+        const { status, body } = twilioError(401, 20003, 'Authenticate')
+        return answer(status, body, { 'www-authenticate': 'Basic realm="Twilio API"' })
+      }
+      const operation = streamSid === undefined ? 'create' : 'stop'
+      const faultIndex = options.faults.findIndex((fault) => (fault.on ?? 'create') === operation)
+      if (faultIndex >= 0) {
+        const [fault] = options.faults.splice(faultIndex, 1)
+        const status = fault?.status ?? 500
+        const { body } = status === 429 ? twilioError(429, 20429, 'Too Many Requests') : twilioError(status, 20500, 'Internal Server Error')
+        return answer(status, body, status === 429 ? { 'retry-after': '1' } : {})
+      }
+      const call = options.calls.get(callSid ?? '')
+      if (call === undefined || call.accountSid !== accountSid) {
+        const { status, body } = twilioError(404, 20404, `The requested resource /2010-04-01/Accounts/${accountSid}/Calls/${callSid}.json was not found`)
+        return answer(status, body)
+      }
+      const { status, body } = streamSid === undefined ? call.create(form) : call.stop(streamSid, form)
+      answer(status, body)
+    })
+  })
+  server.listen(0, '127.0.0.1')
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.once('listening', () => {
+      const { port } = server.address() as AddressInfo
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        requests,
+        close: () => new Promise<void>((resolveClose) => { server.closeAllConnections(); server.close(() => resolveClose()) })
+      })
+    })
+  })
+}
+
+function basicCredentials (header: string | undefined): [string | null, string | null] {
+  if (header === undefined || !header.startsWith('Basic ')) return [null, null]
+  const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8')
+  const colon = decoded.indexOf(':')
+  return colon < 0 ? [null, null] : [decoded.slice(0, colon), decoded.slice(colon + 1)]
 }
