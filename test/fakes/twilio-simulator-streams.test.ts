@@ -15,10 +15,18 @@ const API_KEY_SID = 'SK' + '5'.repeat(32)
 const API_KEY_SECRET = 'simulator-api-key-secret'
 const TEST_TIMEOUT_MS = 20_000
 
+/** The fields of Twilio's messages these tests read. */
+interface Message {
+  event: string
+  sequenceNumber?: string
+  start: { streamSid: string, callSid: string, tracks: string[], customParameters: Record<string, string> }
+  media: { track: string, chunk: string, timestamp: string }
+}
+
 interface Recorded {
   path: string
   signatureValid: boolean
-  messages: Array<Record<string, any>>
+  messages: Message[]
   closed: Promise<number>
 }
 
@@ -42,8 +50,8 @@ async function startService (t: TestContext) {
     const signature = request.headers['x-twilio-signature']
     const signatureValid = validateUpgradeSignature(AUTH_TOKEN, typeof signature === 'string' ? signature : undefined, `${publicUrl.replace('http', 'ws')}${request.url ?? ''}`)
     wss.handleUpgrade(request, socket, head, (ws) => {
-      const messages: Array<Record<string, any>> = []
-      ws.on('message', (data) => messages.push(JSON.parse(data.toString()) as Record<string, any>))
+      const messages: Message[] = []
+      ws.on('message', (data) => messages.push(JSON.parse(data.toString()) as Message))
       streams.push({ path: request.url ?? '', signatureValid, messages, closed: once(ws, 'close').then(([code]) => code as number) })
     })
   })
@@ -121,7 +129,7 @@ test('TwilioSimulator creates a second stream through the official helper with a
   assert.deepEqual(start.start.tracks, ['inbound', 'outbound'])
   // A fresh clock: the new stream's first media is near 0 while the first stream is seconds in.
   const firstMedia = second.messages.find((m) => m.event === 'media')!
-  assert.ok(Number(firstMedia.media.timestamp) < 100, `first timestamp ${firstMedia.media.timestamp as string}`)
+  assert.ok(Number(firstMedia.media.timestamp) < 100, `first timestamp ${firstMedia.media.timestamp }`)
   assert.equal(firstMedia.sequenceNumber, '2')
   assert.equal(firstMedia.media.chunk, '1')
   const firstStreamLast = streams[0]!.messages.filter((m) => m.event === 'media').at(-1)!
@@ -200,7 +208,7 @@ test('TwilioSimulator delays the new stream\'s first media on the call clock whe
   const realWaitMs = performance.now() - realStart
   const firstMedia = streams[1]!.messages.find((m) => m.event === 'media')!
   // The stream's clock started at create; its first audio is the call's audio 2 s later.
-  assert.ok(Number(firstMedia.media.timestamp) >= 1900 && Number(firstMedia.media.timestamp) <= 2300, `first timestamp ${firstMedia.media.timestamp as string}`)
+  assert.ok(Number(firstMedia.media.timestamp) >= 1900 && Number(firstMedia.media.timestamp) <= 2300, `first timestamp ${firstMedia.media.timestamp }`)
   assert.ok(realWaitMs >= 150 && realWaitMs < 1500, `waited ${realWaitMs} ms of real time`)
   assert.ok(live.nowMs - createdAt >= 2000)
 })
