@@ -17,6 +17,12 @@ export interface Config {
   publicUrl: URL
   twilioAuthToken: string | null
   twilioSignatureCheck: boolean
+  /** Twilio REST base (TWILIO_API_URL); the simulator in tests. */
+  twilioApiUrl: URL
+  /** REST credentials from TWILIO_API_KEY_SID/SECRET; null = the call's AccountSid with TWILIO_AUTH_TOKEN. */
+  twilioApiKey: { sid: string, secret: string } | null
+  /** On SIGTERM, move live calls to another replica through Twilio's Stream resource (HANDOFF_ON_DRAIN). */
+  handoffOnDrain: boolean
   /** Key of the per-call stream token; shared by every replica. */
   streamTokenSecret: Buffer
   /** How the stream token secret was obtained: 'configured', 'derived' (from TWILIO_AUTH_TOKEN) or 'random' (one replica only). */
@@ -134,6 +140,30 @@ export function loadConfig (env: Env = process.env): Config {
     streamTokenSecretSource = 'random'
   }
 
+  const twilioApiUrl = url(env, 'TWILIO_API_URL', { secure: 'https', plain: 'http' }, warnings, 'https://api.twilio.com') as URL
+  // REST requests carry credentials: plain text is for the loopback simulator only.
+  if (twilioApiUrl.protocol === 'http:' && !isLoopback(twilioApiUrl.hostname)) {
+    throw new ConfigError('TWILIO_API_URL', 'may use http:// only on loopback (tests); use https://, e.g. https://api.twilio.com')
+  }
+  const apiKeySid = read(env, 'TWILIO_API_KEY_SID')
+  const apiKeySecret = read(env, 'TWILIO_API_KEY_SECRET')
+  if ((apiKeySid === undefined) !== (apiKeySecret === undefined)) {
+    throw new ConfigError(apiKeySid === undefined ? 'TWILIO_API_KEY_SID' : 'TWILIO_API_KEY_SECRET', 'must be set together with its pair (TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET), or neither to use TWILIO_AUTH_TOKEN')
+  }
+  if (apiKeySid !== undefined && !/^SK[0-9a-fA-F]{32}$/.test(apiKeySid)) {
+    throw new ConfigError('TWILIO_API_KEY_SID', 'must be an API key SID: SK followed by 32 hex characters')
+  }
+  const twilioApiKey = apiKeySid === undefined || apiKeySecret === undefined ? null : { sid: apiKeySid, secret: apiKeySecret }
+  const fleetMode = read(env, 'DATABASE_URL') !== undefined
+  const restCredentials = twilioApiKey !== null || twilioAuthToken !== null
+  const handoffOnDrain = boolean(env, 'HANDOFF_ON_DRAIN', fleetMode && restCredentials)
+  if (handoffOnDrain && !fleetMode) {
+    throw new ConfigError('HANDOFF_ON_DRAIN', 'needs fleet mode: set DATABASE_URL (replicas record handoffs in PostgreSQL), or set HANDOFF_ON_DRAIN=false')
+  }
+  if (handoffOnDrain && !restCredentials) {
+    throw new ConfigError('HANDOFF_ON_DRAIN', 'needs Twilio REST credentials: set TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET (or TWILIO_AUTH_TOKEN), or set HANDOFF_ON_DRAIN=false')
+  }
+
   const forwardTo = read(env, 'FORWARD_TO') ?? null
   const continueUrl = url(env, 'TWIML_CONTINUE_URL', { secure: 'https', plain: 'http' }, warnings)
   if (forwardTo === null && continueUrl === undefined) {
@@ -180,6 +210,9 @@ export function loadConfig (env: Env = process.env): Config {
     publicUrl: new URL(publicUrl.origin),
     twilioAuthToken,
     twilioSignatureCheck,
+    twilioApiUrl,
+    twilioApiKey,
+    handoffOnDrain,
     streamTokenSecret,
     streamTokenSecretSource,
     forwardTo,
