@@ -8,6 +8,7 @@ import type { ReconnectPolicy } from './core/call/upstream-link.ts'
 import type { EventSink } from './core/webhooks/events.ts'
 import callsPlugin from './plugins/calls.ts'
 import eventsPlugin from './plugins/events.ts'
+import handoffPlugin from './plugins/handoff.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import healthRoutes from './routes/health.ts'
 import { MAX_MESSAGE_BYTES } from './core/twilio/messages.ts'
@@ -26,6 +27,8 @@ export interface AppOptions {
   reconnect?: ReconnectPolicy
   terminateTimeoutMs?: number
   heartbeatMs?: number
+  /** Tests shorten how long a draining replica waits for a handoff's confirmation, ms. */
+  handoffConfirmTimeoutMs?: number
 }
 
 /**
@@ -47,6 +50,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   })
   await app.register(eventsPlugin, { config, version: options.version, ...(options.events === undefined ? {} : { sink: options.events }) })
   await app.register(callsPlugin, { maxCalls: config.maxCalls })
+  await app.register(handoffPlugin, { config, ...(options.handoffConfirmTimeoutMs === undefined ? {} : { confirmTimeoutMs: options.handoffConfirmTimeoutMs }) })
   await app.register(websocket, {
     options: {
       maxPayload: MAX_MESSAGE_BYTES,

@@ -17,6 +17,8 @@ export interface Config {
   publicUrl: URL
   twilioAuthToken: string | null
   twilioSignatureCheck: boolean
+  /** `postgres://…` (DATABASE_URL): fleet mode; null = single mode. */
+  databaseUrl: string | null
   /** Twilio REST base (TWILIO_API_URL); the simulator in tests. */
   twilioApiUrl: URL
   /** REST credentials from TWILIO_API_KEY_SID/SECRET; null = the call's AccountSid with TWILIO_AUTH_TOKEN. */
@@ -154,7 +156,8 @@ export function loadConfig (env: Env = process.env): Config {
     throw new ConfigError('TWILIO_API_KEY_SID', 'must be an API key SID: SK followed by 32 hex characters')
   }
   const twilioApiKey = apiKeySid === undefined || apiKeySecret === undefined ? null : { sid: apiKeySid, secret: apiKeySecret }
-  const fleetMode = read(env, 'DATABASE_URL') !== undefined
+  const databaseUrl = read(env, 'DATABASE_URL') ?? null
+  const fleetMode = databaseUrl !== null
   const restCredentials = twilioApiKey !== null || twilioAuthToken !== null
   const handoffOnDrain = boolean(env, 'HANDOFF_ON_DRAIN', fleetMode && restCredentials)
   if (handoffOnDrain && !fleetMode) {
@@ -210,6 +213,7 @@ export function loadConfig (env: Env = process.env): Config {
     publicUrl: new URL(publicUrl.origin),
     twilioAuthToken,
     twilioSignatureCheck,
+    databaseUrl,
     twilioApiUrl,
     twilioApiKey,
     handoffOnDrain,

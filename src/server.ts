@@ -49,6 +49,12 @@ async function main (): Promise<void> {
     const deadline = Date.now() + config.drainTimeoutMs
     app.calls.startDraining()
     logger.info({ signal, calls: app.calls.size, drainTimeoutMs: config.drainTimeoutMs }, 'draining: readiness is off, live calls may finish')
+    const coordinator = app.handoff?.coordinator ?? null
+    if (coordinator !== null && app.calls.size > 0) {
+      // Move what can move to a ready replica; whatever fails stays and drains as below.
+      const results = await coordinator.handOffAll(app.calls.sessions())
+      logger.info({ ...results, calls: app.calls.size }, 'handoff pass done')
+    }
     const drained = await app.calls.waitUntilEmpty(deadline)
     if (!drained) logger.warn({ calls: app.calls.size }, 'drain deadline reached: ending the remaining calls')
     await app.calls.endAll('shutdown')

@@ -37,6 +37,7 @@ export function createMetrics (registry: Registry, version: string) {
     // A 410 Gone pauses delivery until an operator resumes it, and that
     // must page someone rather than hide in a log line.
     webhookEndpointPaused: new Gauge({ name: 'medstream_webhook_endpoint_paused', help: '1 while delivery is paused after the receiver answered 410 Gone.', registers }),
+    handoffs: new Counter({ name: 'medstream_handoffs_total', help: 'Attempts to hand a live call to another replica while draining, by result.', labelNames: ['result'] as const, registers }),
     buildInfo: new Gauge({ name: 'medstream_build_info', help: 'Always 1; the version label says which build runs.', labelNames: ['version'] as const, registers })
   }
   metrics.buildInfo.set({ version }, 1)
@@ -52,12 +53,16 @@ export function createMetrics (registry: Registry, version: string) {
   for (const role of ROLES) metrics.turnsTotal.inc({ role }, 0)
   for (const result of DELIVERY_RESULTS) metrics.webhookDeliveries.inc({ result }, 0)
   for (const state of OUTBOX_STATES) metrics.webhookOutboxEvents.set({ state }, 0)
+  for (const result of HANDOFF_RESULTS) metrics.handoffs.inc({ result }, 0)
   return metrics
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
 
-export const CALL_OUTCOMES = ['completed', 'transcription_failed', 'stream_error', 'shutdown'] as const
+export const CALL_OUTCOMES = ['completed', 'transcription_failed', 'stream_error', 'shutdown', 'handed_off'] as const
+/** What became of one attempt to hand a live call to another replica (docs/interface.md, "Stream handoff"). */
+export const HANDOFF_RESULTS = ['success', 'create_failed', 'track_limit', 'rate_limited', 'unconfirmed', 'store_failed'] as const
+export type HandoffResult = typeof HANDOFF_RESULTS[number]
 export const REJECTION_REASONS = ['signature', 'token', 'capacity', 'draining', 'start_timeout', 'duplicate'] as const
 /** The URL a media upgrade's accepted Twilio signature was computed over (see core/twilio/signature.ts). */
 export const UPGRADE_SIGNATURE_FORMS = ['wss', 'wss_slash', 'https', 'https_slash'] as const

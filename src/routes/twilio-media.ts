@@ -30,7 +30,8 @@ export default async function twilioMediaRoutes (fastify: FastifyInstance, optio
     audioChunkMs: config.audioChunkMs,
     startTimeoutMs: options.startTimeoutMs ?? 10000,
     reconnect: options.reconnect,
-    terminateTimeoutMs: options.terminateTimeoutMs
+    terminateTimeoutMs: options.terminateTimeoutMs,
+    handoff: fastify.handoff?.acceptor ?? null
   }
 
   fastify.addHook('preValidation', async (request, reply) => {

@@ -36,6 +36,9 @@ export class CallRegistry {
 
   startDraining (): void { this.#draining = true }
 
+  /** The live calls, at this moment. */
+  sessions (): CallSession[] { return [...this.#byCallSid.values()] }
+
   has (callSid: string): boolean { return this.#byCallSid.has(callSid) }
   byStreamSid (streamSid: string): CallSession | undefined { return this.#byStreamSid.get(streamSid) }
 

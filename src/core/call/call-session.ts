@@ -14,7 +14,23 @@ import { TurnAssembler } from './turns.ts'
 import { UpstreamLink } from './upstream-link.ts'
 import type { ReconnectPolicy } from './upstream-link.ts'
 
-export type EndReason = 'completed' | 'stream_error' | 'transcription_failed' | 'shutdown'
+export type EndReason = 'completed' | 'stream_error' | 'transcription_failed' | 'shutdown' | 'handed_off'
+
+/** Which part of a call a stream carries: segment 1 from the TwiML, 2, 3, … after each handoff. */
+export interface Segment {
+  number: number
+  previousStreamSid: string | null
+  /** Where the stream's media.timestamp 0 lies on the call timeline, ms. */
+  offsetMs: number
+}
+
+const FIRST_SEGMENT: Segment = { number: 1, previousStreamSid: null, offsetMs: 0 }
+
+/**
+ * Both tracks count as quiet below this mean square (RMS 300 of int16, about −41 dBFS): far under
+ * speech, above the line noise of a quiet phone line.
+ */
+const QUIET_MEAN_SQUARE = 300 * 300
 
 /** What the Twilio `start` message established about this stream. */
 export interface CallIdentity {
@@ -24,6 +40,8 @@ export interface CallIdentity {
   tracks: Track[]
   /** `<Parameter>`s of the stream without the token and the keyterms: PHI-grade, never logged. */
   customParameters: Record<string, string>
+  /** The stream's own `keyterms` `<Parameter>` as received (a handoff passes it on), or null. */
+  keyterms?: string | null | undefined
 }
 
 export interface CallSessionOptions {
@@ -39,6 +57,11 @@ export interface CallSessionOptions {
   /** How long the upstream may take to return its last turns after `Terminate`, ms. Default 10000. */
   terminateTimeoutMs?: number | undefined
   reconnect?: ReconnectPolicy | undefined
+  /**
+   * The stream's segment (default: segment 1 at offset 0). A later segment holds its events until
+   * `releaseFrom(cutMs)` says where the previous stream stopped publishing.
+   */
+  segment?: Segment | undefined
   /** Called once when the call has ended and its `call.ended` is durable. */
   onEnded: (session: CallSession, reason: EndReason) => void
 }
@@ -62,6 +85,18 @@ export class CallSession {
   #sequence = 0
   #ended: Promise<void> | null = null
   #endReason: EndReason | null = null
+  readonly segment: Segment
+  /** A later segment's events while the cut is unknown; null once released (and always for segment 1). */
+  #held: Array<() => void> | null = null
+  /** Words kept: B from the cut on, A up to it. */
+  #keep: ((startMs: number, endMs: number) => boolean) | undefined = undefined
+  #nextStreamSid: string | null = null
+  /** Stream-clock end of the newest media frame, ms, and when it arrived (performance.now()). */
+  #lastMediaEndMs = 0
+  #lastMediaAt = 0
+  /** Call-timeline ms of the first media frame; null if the stream ends without one. */
+  readonly firstAudioMs: Promise<number | null>
+  #resolveFirstAudio: ((ms: number | null) => void) | null = null
 
   /** performance.now() of the frame being handled, for bridge latency and transcript lag. */
   #frameReceivedAt = 0
@@ -87,7 +122,10 @@ export class CallSession {
       sampleRate: TWILIO_SAMPLE_RATE,
       onMixed: (samples, length) => this.#chunker.push(samples, length)
     })
-    this.#turns = new TurnAssembler(this.#aligner.energy)
+    this.segment = options.segment ?? FIRST_SEGMENT
+    this.firstAudioMs = new Promise((resolve) => { this.#resolveFirstAudio = resolve })
+    if (this.segment.number > 1) this.#held = []
+    this.#turns = new TurnAssembler(this.#aligner.energy, this.segment.offsetMs)
     this.#link = new UpstreamLink({
       session: options.upstream,
       metrics: options.metrics,
@@ -101,18 +139,78 @@ export class CallSession {
 
   get ended (): boolean { return this.#ended !== null }
 
+  /** Whether a later segment still waits for its cut (its events held back). */
+  get holding (): boolean { return this.#held !== null }
+
+  /**
+   * The call-timeline position of the audio arriving now, ms: the newest frame's end plus the time
+   * since it came (bounded, so a stalled stream does not run ahead).
+   */
+  get timelineNowMs (): number {
+    const sinceMs = this.#lastMediaAt === 0 ? 0 : Math.min(200, performance.now() - this.#lastMediaAt)
+    return Math.round(this.segment.offsetMs + this.#lastMediaEndMs + sinceMs)
+  }
+
+  /**
+   * Where both tracks have been quiet for the last `windowMs` of mixed audio: that moment on the call
+   * timeline, ms; null while someone speaks (or before there is enough audio).
+   */
+  quietMomentMs (windowMs: number): number | null {
+    const endMs = samplesToMs(this.#aligner.endSample)
+    const startMs = samplesToMs(this.#aligner.startSample ?? this.#aligner.endSample)
+    if (endMs - startMs < windowMs) return null
+    for (const track of ['inbound', 'outbound'] as const) {
+      if (!this.identity.tracks.includes(track)) continue
+      const meanSquare = this.#aligner.energy[track].meanSquare(endMs - windowMs, endMs)
+      if (meanSquare === null || meanSquare >= QUIET_MEAN_SQUARE) return null
+    }
+    return Math.round(this.segment.offsetMs + endMs)
+  }
+
+  /**
+   * A later segment learns the cut: publishes its held `call.started`, then only words that start at
+   * or after `cutMs` (call timeline).
+   */
+  releaseFrom (cutMs: number): void {
+    const held = this.#held
+    if (held === null) return
+    this.#held = null
+    this.#keep = (startMs) => startMs >= cutMs
+    for (const publish of held) publish()
+  }
+
+  /**
+   * The old side of a handoff: publishes only words that end at or before `cutMs`, then ends the
+   * stream with reason `handed_off` and the stream the call continues on.
+   */
+  handOff (cutMs: number, nextStreamSid: string): Promise<void> {
+    this.#keep = (_startMs, endMs) => endMs <= cutMs
+    this.#nextStreamSid = nextStreamSid
+    return this.end('handed_off')
+  }
+
   /** Publishes `call.started` and opens the upstream session. */
   start (): void {
     const { identity, upstream } = this.#options
-    this.#publish(serializeEvent('call.started', {
+    const segment = this.segment
+    this.#later(() => this.#publish(serializeEvent('call.started', {
       ...this.#nextIds(),
       account_sid: identity.accountSid,
       started_at: this.startedAt.toISOString(),
       tracks: identity.tracks,
       custom_parameters: identity.customParameters,
+      segment: segment.number,
+      previous_stream_sid: segment.previousStreamSid,
+      offset_ms: segment.offsetMs,
       transcription: { speech_model: upstream.speechModel, domain: upstream.domain, speaker_labels: upstream.speakerLabels, sample_rate: upstream.sampleRate }
-    }))
+    })))
     this.#link.start()
+  }
+
+  /** Runs `publish` now, or once the cut is known while a later segment holds its events. */
+  #later (publish: () => void): void {
+    if (this.#held === null) publish()
+    else this.#held.push(publish)
   }
 
   /**
@@ -123,6 +221,13 @@ export class CallSession {
     if (this.#ended !== null) return 'ok'
     this.#mediaMessages++
     this.#frameReceivedAt = performance.now()
+    this.#lastMediaAt = this.#frameReceivedAt
+    const frameEndMs = timestampMs + samplesToMs(payload.length)
+    if (frameEndMs > this.#lastMediaEndMs) this.#lastMediaEndMs = frameEndMs
+    if (this.#resolveFirstAudio !== null) {
+      this.#resolveFirstAudio(Math.round(this.segment.offsetMs + timestampMs))
+      this.#resolveFirstAudio = null
+    }
     this.#sendingFromFrame = true
     const result = this.#aligner.push(track, timestampMs, payload)
     this.#sendingFromFrame = false
@@ -134,12 +239,16 @@ export class CallSession {
    * failed upstream): flushes the audio, collects the last turns, publishes `call.ended`.
    */
   end (reason: EndReason): Promise<void> {
+    // Twilio's `stop` (or stream-stopped) after a handoff's cut is the end of a handed-off stream.
+    if (reason === 'completed' && this.#nextStreamSid !== null) reason = 'handed_off'
     this.#ended ??= this.#finish(reason)
     return this.#ended
   }
 
   async #finish (reason: EndReason): Promise<void> {
     this.#endReason = reason
+    this.#resolveFirstAudio?.(null)
+    this.#resolveFirstAudio = null
     try {
       if (reason !== 'transcription_failed') {
         this.#aligner.flush()
@@ -152,12 +261,23 @@ export class CallSession {
       this.#link.close()
     }
     const endedAt = new Date()
+    if (this.#held !== null) {
+      // A later segment that never learned its cut: the handoff did not happen, and the call's
+      // words are the previous stream's to publish. Nothing of this stream is.
+      this.#held = null
+      this.flushMetrics()
+      this.#logger.warn({ reason, segment: this.segment.number }, 'handoff abandoned: this stream ended before its cut was known; nothing published')
+      this.#options.onEnded(this, reason)
+      return
+    }
+    const audioMs = Math.round(this.segment.offsetMs + samplesToMs(this.#aligner.endSample))
     this.#publish(serializeEvent('call.ended', {
       ...this.#nextIds(),
       reason,
+      next_stream_sid: this.#nextStreamSid,
       started_at: this.startedAt.toISOString(),
       ended_at: endedAt.toISOString(),
-      audio_ms: Math.round(samplesToMs(this.#aligner.endSample)),
+      audio_ms: audioMs,
       turn_count: this.#turns.count,
       transcript: this.#turns.transcript,
       upstream_sessions: this.#link.sessions
@@ -165,8 +285,9 @@ export class CallSession {
     this.flushMetrics()
     const durationSeconds = (endedAt.getTime() - this.startedAt.getTime()) / 1000
     this.#metrics.callsTotal.inc({ outcome: reason })
-    this.#metrics.callDuration.observe(durationSeconds)
-    this.#logger.info({ reason, turns: this.#turns.count, audioMs: Math.round(samplesToMs(this.#aligner.endSample)), durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
+    // A handed-off stream is part of a call, not a call: its length is not a call's duration.
+    if (reason !== 'handed_off') this.#metrics.callDuration.observe(durationSeconds)
+    this.#logger.info({ reason, segment: this.segment.number, turns: this.#turns.count, audioMs, durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
     this.#options.onEnded(this, reason)
   }
 
@@ -210,11 +331,16 @@ export class CallSession {
   }
 
   #onTurn (turn: Parameters<TurnAssembler['accept']>[0], sessionId: string, offsetSamples: number): void {
+    if (this.#held !== null) {
+      this.#held.push(() => this.#onTurn(turn, sessionId, offsetSamples))
+      return
+    }
     if (this.#endReason === 'transcription_failed') return
-    const data = this.#turns.accept(turn, sessionId, offsetSamples)
+    const data = this.#turns.accept(turn, sessionId, offsetSamples, this.#keep)
     if (data === null) return
-    this.#link.markFinal(msToSamples(data.end_ms))
-    this.#observeLag(msToSamples(data.end_ms))
+    const ownEndSample = msToSamples(data.end_ms - this.segment.offsetMs)
+    this.#link.markFinal(ownEndSample)
+    this.#observeLag(ownEndSample)
     this.#metrics.turnsTotal.inc({ role: data.role })
     this.#publish(serializeEvent('transcript.turn', { ...this.#nextIds(), ...data }))
     this.#logger.debug({ turnIndex: data.turn_index, role: data.role, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')

@@ -52,9 +52,16 @@ export class TurnAssembler {
   /** `<session id>:<turn_order>` → index into #transcript, for speaker revisions. */
   readonly #byUpstream = new Map<string, number>()
   #lastEndMs = 0
+  /** Where the stream's own clock (its media.timestamp 0) lies on the call timeline, ms. */
+  readonly #timelineOffsetMs: number
 
-  constructor (energy: { inbound: TrackEnergy, outbound: TrackEnergy }) {
+  /**
+   * @param energy the tracks' energy, on the stream's own clock
+   * @param timelineOffsetMs where this stream begins on the call timeline (a handoff's offset_ms; 0 for segment 1)
+   */
+  constructor (energy: { inbound: TrackEnergy, outbound: TrackEnergy }, timelineOffsetMs = 0) {
     this.#energy = energy
+    this.#timelineOffsetMs = timelineOffsetMs
   }
 
   get count (): number { return this.#transcript.length }
@@ -66,15 +73,17 @@ export class TurnAssembler {
    * Builds the next turn, or null when nothing new is left: after a reconnect the replayed audio can
    * make the new session repeat words the call already has, and those are dropped, never sent twice.
    */
-  accept (turn: Turn, sessionId: string, offsetSamples: number): TurnData | null {
+  accept (turn: Turn, sessionId: string, offsetSamples: number, keep?: (startMs: number, endMs: number) => boolean): TurnData | null {
     const key = `${sessionId}:${turn.turn_order}`
     if (this.#byUpstream.has(key)) return null
-    const offsetMs = samplesToMs(offsetSamples)
+    const offsetMs = this.#timelineOffsetMs + samplesToMs(offsetSamples)
     const words: TurnWord[] = []
     for (const word of turn.words) {
       const startMs = Math.round(offsetMs + word.start)
       const endMs = Math.round(offsetMs + word.end)
       if (endMs <= this.#lastEndMs) continue
+      // A handoff's cut: each stream publishes only the words on its side of it.
+      if (keep !== undefined && !keep(startMs, endMs)) continue
       words.push({ text: word.text, start_ms: startMs, end_ms: endMs, confidence: word.confidence, speaker: speakerOf(word.speaker ?? turn.speaker_label) })
     }
     if (turn.words.length > 0 && words.length === 0) return null
@@ -84,7 +93,9 @@ export class TurnAssembler {
     const startMs = first?.start_ms ?? this.#lastEndMs
     const endMs = last?.end_ms ?? startMs
     const text = words.length === turn.words.length ? turn.transcript : words.map((word) => word.text).join(' ')
-    const role = roleFromEnergy(this.#energy.inbound.meanSquare(startMs, endMs), this.#energy.outbound.meanSquare(startMs, endMs))
+    const ownStart = startMs - this.#timelineOffsetMs
+    const ownEnd = endMs - this.#timelineOffsetMs
+    const role = roleFromEnergy(this.#energy.inbound.meanSquare(ownStart, ownEnd), this.#energy.outbound.meanSquare(ownStart, ownEnd))
     const confidence = words.length === 0 ? 0 : words.reduce((sum, word) => sum + word.confidence, 0) / words.length
     const data: TurnData = {
       turn_index: this.#transcript.length + 1,

@@ -24,6 +24,12 @@ export interface CallStartedData extends EventIds {
   tracks: Track[]
   /** The stream's `<Parameter>`s without the token (and without `keyterms`). PHI-grade. */
   custom_parameters: Record<string, string>
+  /** 1 for a call's first stream; 2, 3, … for the streams a handoff moved it to. */
+  segment: number
+  /** The stream this one continues (null for segment 1). */
+  previous_stream_sid: string | null
+  /** Where this stream's audio begins on the call timeline, ms (0 for segment 1). */
+  offset_ms: number
   transcription: {
     speech_model: string
     domain: string | null
@@ -36,9 +42,11 @@ export interface TranscriptTurnData extends EventIds, TurnData {}
 
 export interface CallEndedData extends EventIds {
   reason: EndReason
+  /** With reason `handed_off`: the StreamSid the call continues on; otherwise null. */
+  next_stream_sid: string | null
   started_at: string
   ended_at: string
-  /** Length of the call's timeline (one track's worth), ms. */
+  /** Where this stream's audio ended on the call timeline (one track's worth), ms: the call's length for its last segment. */
   audio_ms: number
   turn_count: number
   /** Every turn, speaker revisions applied. */

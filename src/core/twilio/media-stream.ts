@@ -13,9 +13,12 @@ import { parseMediaFrame } from './media-fast-path.ts'
 import { parseTwilioMessage } from './messages.ts'
 import type { StartInfo } from './messages.ts'
 import { verifyStreamToken } from './stream-token.ts'
+import { HandoffAcceptor } from '../handoff/handoff.ts'
+import { isHandoffParameter, verifyHandoffParameters } from './handoff-token.ts'
+import type { HandoffClaim } from './handoff-token.ts'
 
 /** Twilio closes: 1000 after stop, 1001 at the drain deadline, 1008 policy, 1009 too big, 1011 internal. */
-const CLOSE_FOR_REASON: Record<EndReason, number> = { completed: 1000, shutdown: 1001, stream_error: 1011, transcription_failed: 1011 }
+const CLOSE_FOR_REASON: Record<EndReason, number> = { completed: 1000, handed_off: 1000, shutdown: 1001, stream_error: 1011, transcription_failed: 1011 }
 
 /** Invalid frames can arrive as fast as good ones; they reach prom-client in batches of this many. */
 const INVALID_BATCH = 100
@@ -39,6 +42,8 @@ export interface MediaStreamSettings {
   reconnect?: ReconnectPolicy | undefined
   /** How long an ending call may wait for its last upstream turns, ms. */
   terminateTimeoutMs?: number | undefined
+  /** Takes up streams another replica hands over (fleet mode); null refuses them. */
+  handoff?: HandoffAcceptor | null | undefined
 }
 
 export interface MediaStreamOptions {
@@ -189,7 +194,20 @@ export class MediaStream {
   #onStart (start: StartInfo): void {
     const settings = this.#settings
     const calls = this.#calls
-    const check = verifyStreamToken(settings.streamTokenSecret, start.customParameters.token, start.callSid, start.accountSid, Date.now())
+    const startWallMs = Date.now()
+    // A handed-over stream carries the handoff token instead of the stream token.
+    const handoff = verifyHandoffParameters(settings.streamTokenSecret, start.customParameters, start.callSid, start.accountSid, startWallMs)
+    let claim: HandoffClaim | null = null
+    if (handoff !== null) {
+      if (handoff.check !== 'ok' || settings.handoff == null) {
+        this.#metrics.streamRejections.inc({ reason: 'token' })
+        this.#logger.warn({ callSid: start.callSid, check: handoff.check === 'ok' ? 'no_fleet' : handoff.check }, 'media stream refused: handoff token')
+        this.#closeSocket(1008, 'invalid handoff token')
+        return
+      }
+      claim = handoff.claim
+    }
+    const check = claim !== null ? 'ok' : verifyStreamToken(settings.streamTokenSecret, start.customParameters.token, start.callSid, start.accountSid, startWallMs)
     if (check !== 'ok') {
       this.#metrics.streamRejections.inc({ reason: 'token' })
       this.#logger.warn({ callSid: start.callSid, check }, 'media stream refused: stream token')
@@ -203,14 +221,19 @@ export class MediaStream {
       return
     }
     this.#clearStartTimer()
-    const { token: _token, keyterms: callKeyterms, ...customParameters } = start.customParameters
+    const { token: _token, keyterms: callKeyterms, ...rest } = start.customParameters
+    const customParameters: Record<string, string> = {}
+    for (const [name, value] of Object.entries(rest)) {
+      if (!isHandoffParameter(name)) Object.defineProperty(customParameters, name, { value, enumerable: true, writable: true, configurable: true })
+    }
     const keyterms = normalizeKeyterms([...settings.assemblyai.keyterms, ...(callKeyterms ?? '').split(',')])
     const logger: CoreLogger = this.#logger.child({ callSid: start.callSid, streamSid: start.streamSid })
     if (keyterms.droppedTooLong + keyterms.droppedOverLimit > 0) {
       logger.warn({ droppedTooLong: keyterms.droppedTooLong, droppedOverLimit: keyterms.droppedOverLimit }, 'keyterms over AssemblyAI\'s limits were left out')
     }
     const session = new CallSession({
-      identity: { callSid: start.callSid, streamSid: start.streamSid, accountSid: start.accountSid, tracks: start.tracks, customParameters },
+      identity: { callSid: start.callSid, streamSid: start.streamSid, accountSid: start.accountSid, tracks: start.tracks, customParameters, keyterms: callKeyterms ?? null },
+      segment: claim === null ? undefined : { number: claim.segment, previousStreamSid: claim.previousStreamSid, offsetMs: HandoffAcceptor.offsetMs(claim, startWallMs) },
       upstream: { ...settings.assemblyai, keyterms: keyterms.terms, sampleRate: TWILIO_SAMPLE_RATE },
       chunkMs: settings.audioChunkMs,
       sink: this.#sink,
@@ -227,8 +250,9 @@ export class MediaStream {
     this.#streamSidBytes = Buffer.from(start.streamSid)
     calls.add(session)
     this.#release()
-    logger.info({ tracks: start.tracks, keyterms: keyterms.terms.length }, 'call started')
+    logger.info({ tracks: start.tracks, keyterms: keyterms.terms.length, segment: session.segment.number, offsetMs: session.segment.offsetMs }, 'call started')
     session.start()
+    if (claim !== null) void settings.handoff?.adopt(session, claim)
   }
 
   #countInvalid (reason: InvalidReason): void {

@@ -1,4 +1,5 @@
 import type { EndReason } from '../call/call-session.ts'
+import { HANDOFF_PARAMETERS } from './handoff-token.ts'
 import { mintStreamToken } from './stream-token.ts'
 import { buildStreamTwiml, streamUrls } from './twiml.ts'
 
@@ -29,7 +30,8 @@ export function formValue (params: FormParams, name: string): string | undefined
 }
 
 /** Query parameters of the voice URL that never become a stream `<Parameter>`. */
-const RESERVED_PARAMETERS = new Set(['token'])
+// The stream token and the handoff's own parameters are medstream's; a number's URL cannot set them.
+const RESERVED_PARAMETERS = new Set(['token', ...Object.values(HANDOFF_PARAMETERS)])
 const CALL_SID = /^CA[0-9a-fA-F]{32}$/
 const ACCOUNT_SID = /^AC[0-9a-fA-F]{32}$/
 
