@@ -322,6 +322,8 @@ export class TwilioSimulator {
     // (tests and the demo on loopback), mirroring the config's warning-only rule.
     const plainTextOk = this.#publicIsPlainText && url.protocol === 'ws:'
     if (url.protocol !== 'wss:' && !plainTextOk) return { error: new SimulatedStreamError(`stream url scheme ${url.protocol} is not wss`, 31910) }
+    // Another loopback listener than the service (a second fork of a call, in tests) is dialled as written.
+    if (url.host !== new URL(this.#publicOrigin).host && /^127\.\d+\.\d+\.\d+$/.test(url.hostname)) return { connectUrl: url.href }
     const scheme = this.#serviceOrigin.protocol === 'https:' ? 'wss:' : 'ws:'
     return { connectUrl: `${scheme}//${this.#serviceOrigin.host}${url.pathname}` }
   }
