@@ -31,11 +31,11 @@ function describe (event: ReceivedEvent): string {
   const data = event.data
   switch (event.type) {
     case 'call.started':
-      return `call.started  call=${String(data.call_sid)} params=${JSON.stringify(data.custom_parameters)} model=${JSON.stringify(data.transcription)}`
+      return `call.started  call=${String(data.call_sid)} segment=${String(data.segment)} offset_ms=${String(data.offset_ms)} params=${JSON.stringify(data.custom_parameters)} model=${JSON.stringify(data.transcription)}`
     case 'transcript.turn':
       return `turn #${String(data.turn_index)}  ${String(data.role).padEnd(8)} speaker=${String(data.speaker)}  ${String(data.start_ms).padStart(6)}–${String(data.end_ms).padEnd(6)} ms  conf=${String(data.confidence)}  "${String(data.text)}"`
     case 'call.ended':
-      return `call.ended    reason=${String(data.reason)} turns=${String(data.turn_count)} audio_ms=${String(data.audio_ms)} sessions=${JSON.stringify(data.upstream_sessions)}`
+      return `call.ended    reason=${String(data.reason)}${data.reason === 'handed_off' ? ` (continues on ${String(data.next_stream_sid)})` : ''} turns=${String(data.turn_count)} audio_ms=${String(data.audio_ms)} sessions=${JSON.stringify(data.upstream_sessions)}`
     default:
       return event.type
   }
@@ -53,7 +53,8 @@ async function main (): Promise<void> {
     secrets: [webhookSecret],
     onEvent (event) {
       console.log(`  webhook ✔ signature  seq=${String(event.sequence).padStart(2)}  ${describe(event)}`)
-      if (event.type === 'call.ended') ended()
+      // A handed-off stream is not the end of the call: the next segment continues it.
+      if (event.type === 'call.ended' && event.data.reason !== 'handed_off') ended()
     }
   })
   const port = await freePort()

@@ -3,6 +3,11 @@
  * delivery's Standard Webhooks signature with WEBHOOK_SECRET, de-duplicates by `webhook-id` and prints
  * one line per new event: `<type> seq=<sequence> call=<call_sid>` plus turn index and role.
  *
+ * A call handed from one replica to another arrives as several streams (segments); the receiver
+ * prints it as one call: a later segment's turns as `turn=<segment>.<index>`, a `handed_off` end as
+ * the call continuing on the next stream, and the call's last `call.ended` with the totals over
+ * every segment.
+ *
  * Transcript text is PHI, so it is printed only with `--print-text`, labelled as such.
  *
  *   WEBHOOK_SECRET=whsec_… node scripts/webhook-receiver.ts [--port 8081] [--host 0.0.0.0] [--print-text]
@@ -31,13 +36,41 @@ export interface ReceiverOptions {
 
 type EventData = Record<string, unknown>
 
-function describe (type: string, data: EventData, printText: boolean): string {
+/** What the receiver knows of a call handed between replicas, until its last `call.ended`. */
+interface CallState { segmentOf: Map<string, number>, segmentsEnded: number, turns: number }
+
+/** Bounded like the de-duplication memory: a call's segments arrive within minutes of each other. */
+const MAX_CALLS_TRACKED = 10_000
+
+function describe (type: string, data: EventData, printText: boolean, calls: Map<string, CallState>): string {
   const parts = [type, `seq=${String(data.sequence)}`, `call=${String(data.call_sid)}`]
-  if (type === 'transcript.turn') {
-    parts.push(`turn=${String(data.turn_index)}`, `role=${String(data.role)}`, `speaker=${String(data.speaker)}`)
+  const callSid = String(data.call_sid)
+  const streamSid = String(data.stream_sid)
+  let call = calls.get(callSid)
+  if (call === undefined) {
+    call = { segmentOf: new Map(), segmentsEnded: 0, turns: 0 }
+    calls.set(callSid, call)
+    if (calls.size > MAX_CALLS_TRACKED) calls.delete(calls.keys().next().value as string)
+  }
+  if (type === 'call.started') {
+    const segment = typeof data.segment === 'number' ? data.segment : 1
+    call.segmentOf.set(streamSid, segment)
+    if (segment > 1) parts.push(`segment=${segment}`, `continues=${String(data.previous_stream_sid)}`, `offset_ms=${String(data.offset_ms)}`)
+  } else if (type === 'transcript.turn') {
+    // A later segment's call.started may come after its first turns: turn_index alone says where.
+    const segment = call.segmentOf.get(streamSid) ?? 1
+    parts.push(`turn=${segment > 1 ? `${segment}.` : ''}${String(data.turn_index)}`, `role=${String(data.role)}`, `speaker=${String(data.speaker)}`)
     if (printText) parts.push(`text(PHI)=${JSON.stringify(data.text)}`)
   } else if (type === 'call.ended') {
     parts.push(`reason=${String(data.reason)}`, `turns=${String(data.turn_count)}`)
+    call.segmentsEnded++
+    call.turns += typeof data.turn_count === 'number' ? data.turn_count : 0
+    if (data.reason === 'handed_off') {
+      parts.push(`next=${String(data.next_stream_sid)}`, '(the call continues on the next stream)')
+    } else {
+      if (call.segmentsEnded > 1) parts.push(`call_segments=${call.segmentsEnded}`, `call_turns=${call.turns}`)
+      calls.delete(callSid)
+    }
   }
   return parts.join(' ')
 }
@@ -63,6 +96,7 @@ export function createWebhookReceiver (options: ReceiverOptions): Server {
   const write = options.write ?? ((line: string) => { process.stdout.write(`${line}\n`) })
   const warn = options.warn ?? ((line: string) => { process.stderr.write(`${line}\n`) })
   const seen = new Set<string>()
+  const calls = new Map<string, CallState>()
 
   return createServer((request, response) => {
     if (request.method !== 'POST') {
@@ -96,7 +130,7 @@ export function createWebhookReceiver (options: ReceiverOptions): Server {
       if (seen.has(id)) return
       seen.add(id)
       if (seen.size > MAX_SEEN_IDS) seen.delete(seen.values().next().value as string)
-      write(describe(event.type, event.data ?? {}, options.printText === true))
+      write(describe(event.type, event.data ?? {}, options.printText === true, calls))
     }).catch(() => {
       if (!response.headersSent) response.writeHead(400).end()
     })

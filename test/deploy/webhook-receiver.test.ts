@@ -102,3 +102,27 @@ test('webhook receiver script serves verified deliveries and exits 0 when starte
   const [code] = await once(child, 'exit', { signal: AbortSignal.timeout(20_000) }) as [number | null]
   assert.equal(code, 0)
 })
+
+test('webhook receiver prints a handed-off call as one call when its second segment continues the first', async (t) => {
+  const receiver = await start(t, [SECRET])
+  const events = [
+    { type: 'call.started', data: { call_sid: 'CA5f00', stream_sid: 'MZ1800', sequence: 1, segment: 1, previous_stream_sid: null, offset_ms: 0 } },
+    { type: 'transcript.turn', data: { call_sid: 'CA5f00', stream_sid: 'MZ1800', sequence: 2, turn_index: 1, role: 'agent', speaker: 'A' } },
+    { type: 'call.ended', data: { call_sid: 'CA5f00', stream_sid: 'MZ1800', sequence: 3, reason: 'handed_off', next_stream_sid: 'MZ7700', turn_count: 1 } },
+    { type: 'call.started', data: { call_sid: 'CA5f00', stream_sid: 'MZ7700', sequence: 1, segment: 2, previous_stream_sid: 'MZ1800', offset_ms: 58212 } },
+    { type: 'transcript.turn', data: { call_sid: 'CA5f00', stream_sid: 'MZ7700', sequence: 2, turn_index: 1, role: 'customer', speaker: 'B' } },
+    { type: 'call.ended', data: { call_sid: 'CA5f00', stream_sid: 'MZ7700', sequence: 3, reason: 'completed', next_stream_sid: null, turn_count: 1 } }
+  ]
+  for (const event of events) {
+    const body = JSON.stringify({ ...event, timestamp: '2026-11-24T15:06:40.002Z' })
+    assert.equal(await receiver.post(signed(SECRET, `${event.data.stream_sid}-${event.data.sequence}`, body), body), 204)
+  }
+  assert.deepEqual(receiver.lines, [
+    'call.started seq=1 call=CA5f00',
+    'transcript.turn seq=2 call=CA5f00 turn=1 role=agent speaker=A',
+    'call.ended seq=3 call=CA5f00 reason=handed_off turns=1 next=MZ7700 (the call continues on the next stream)',
+    'call.started seq=1 call=CA5f00 segment=2 continues=MZ1800 offset_ms=58212',
+    'transcript.turn seq=2 call=CA5f00 turn=2.1 role=customer speaker=B',
+    'call.ended seq=3 call=CA5f00 reason=completed turns=1 call_segments=2 call_turns=2'
+  ])
+})
