@@ -8,11 +8,11 @@ import { startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
 import { ACCOUNT_SID, API_KEY, CALL_SID, STREAM_SID, counter, mulawSpeech, recordingLogger, recordingSink, testMetrics, until, upstreamOptions } from './fixtures.ts'
 
 // Field lists of docs/interface.md ("Events"): a payload with a field more or less fails here.
-const CALL_STARTED_FIELDS = ['account_sid', 'call_sid', 'custom_parameters', 'sequence', 'started_at', 'stream_sid', 'tracks', 'transcription']
+const CALL_STARTED_FIELDS = ['account_sid', 'call_sid', 'custom_parameters', 'offset_ms', 'previous_stream_sid', 'segment', 'sequence', 'started_at', 'stream_sid', 'tracks', 'transcription']
 const TRANSCRIPTION_FIELDS = ['domain', 'sample_rate', 'speaker_labels', 'speech_model']
 const TURN_FIELDS = ['call_sid', 'confidence', 'end_ms', 'role', 'sequence', 'speaker', 'start_ms', 'stream_sid', 'text', 'turn_index', 'upstream', 'words']
 const WORD_FIELDS = ['confidence', 'end_ms', 'speaker', 'start_ms', 'text']
-const CALL_ENDED_FIELDS = ['audio_ms', 'call_sid', 'ended_at', 'reason', 'sequence', 'started_at', 'stream_sid', 'transcript', 'turn_count', 'upstream_sessions']
+const CALL_ENDED_FIELDS = ['audio_ms', 'call_sid', 'ended_at', 'next_stream_sid', 'reason', 'sequence', 'started_at', 'stream_sid', 'transcript', 'turn_count', 'upstream_sessions']
 const TRANSCRIPT_ENTRY_FIELDS = ['end_ms', 'role', 'speaker', 'start_ms', 'text', 'turn_index']
 const UPSTREAM_SESSION_FIELDS = ['audio_seconds', 'error', 'id', 'session_seconds']
 
@@ -65,6 +65,7 @@ test('CallSession publishes call.started, one turn per speech burst and call.end
   assert.deepEqual(Object.keys(started!).sort(), CALL_STARTED_FIELDS)
   assert.deepEqual(Object.keys(started!.transcription as object).sort(), TRANSCRIPTION_FIELDS)
   assert.deepEqual(started!.custom_parameters, { clinic: 'north' })
+  assert.deepEqual([started!.segment, started!.previous_stream_sid, started!.offset_ms], [1, null, 0], 'a call\'s first stream is segment 1')
   assert.deepEqual(started!.transcription, { speech_model: 'u3-rt-pro', domain: 'medical-v1', speaker_labels: true, sample_rate: 8000 })
   for (const turn of [first!, second!]) {
     assert.deepEqual(Object.keys(turn).sort(), TURN_FIELDS)
