@@ -184,9 +184,17 @@ export class CallSession {
    * stream with reason `handed_off` and the stream the call continues on.
    */
   handOff (cutMs: number, nextStreamSid: string): Promise<void> {
+    this.markHandOff(cutMs, nextStreamSid)
+    return this.end('handed_off')
+  }
+
+  /**
+   * Sets the cut and the next stream without ending yet: Twilio's `stop` (or the stream-stopped
+   * callback) that follows stopping this stream then ends it as `handed_off`, whichever comes first.
+   */
+  markHandOff (cutMs: number, nextStreamSid: string): void {
     this.#keep = (_startMs, endMs) => endMs <= cutMs
     this.#nextStreamSid = nextStreamSid
-    return this.end('handed_off')
   }
 
   /** Publishes `call.started` and opens the upstream session. */

@@ -158,9 +158,11 @@ export class HandoffCoordinator {
       return 'store_failed'
     }
     // The cut is durable: from here on the call belongs to the new stream, whatever Twilio answers.
+    // Marked before the stop, so the `stop` it brings already ends the stream as handed_off.
+    session.markHandOff(cutMs, newStreamSid)
     await this.#stopQuietly(rest, identity.callSid, identity.streamSid, log)
     logger.info({ ...log, segment, newStreamSid, cutMs }, 'handoff: cut recorded, old stream stopped')
-    await session.handOff(cutMs, newStreamSid)
+    await session.end('handed_off')
     return 'success'
   }
 
