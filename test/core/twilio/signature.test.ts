@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import twilio from 'twilio'
 import { TwilioSignatures, matchUpgradeSignature, validateHttpSignature, validateUpgradeSignature } from '../../../src/core/twilio/signature.ts'
 
-// Vectors from Twilio's security docs and twilio-node's tests (docs/protocols.md, "Twilio signatures"), all with auth token 12345.
+// Vectors from Twilio's security docs and twilio-node's tests (docs/protocols.md, "Signatures"), all with auth token 12345.
 const TOKEN = '12345'
 const DOCS_URL = 'https://example.com/myapp.php?foo=1&bar=2'
 const DOCS_PARAMS = { CallSid: 'CA1234567890ABCDE', Caller: '+14158675310', Digits: '1234', From: '+14158675310', To: '+18005551212' }
