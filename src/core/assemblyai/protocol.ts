@@ -342,7 +342,8 @@ const RETRYABLE_1008 = [/too many concurrent sessions/i, /signature has expired/
 const INACTIVITY_3006 = /session terminated due to inactivity/i
 
 /**
- * Whether a new session can help after a close, and the metrics label of the code (docs/protocols.md, "Close codes and what medstream does").
+ * Whether a new session can help after a close, and the metrics label of the code
+ * (docs/protocols.md, "Close codes and what medstream does").
  * 1008 is both an auth/billing failure (fatal) and a rate limit (retry): the `error` text decides.
  */
 export function classifyClose (code: number, errorText: string | null): { retryable: boolean, label: UpstreamErrorLabel } {
