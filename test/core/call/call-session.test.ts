@@ -7,7 +7,7 @@ import type { FakeAssemblyAiOptions } from '../../fakes/assemblyai-server.ts'
 import { startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
 import { ACCOUNT_SID, API_KEY, CALL_SID, STREAM_SID, counter, mulawSpeech, recordingLogger, recordingSink, testMetrics, until, upstreamOptions } from './fixtures.ts'
 
-// Field lists of docs/interface.md ("Events"): a payload with a field more or less fails here.
+// Field lists of docs/interface.md ("Webhook events"): a payload with a field more or less fails here.
 const CALL_STARTED_FIELDS = ['account_sid', 'call_sid', 'custom_parameters', 'sequence', 'started_at', 'stream_sid', 'tracks', 'transcription']
 const TRANSCRIPTION_FIELDS = ['domain', 'sample_rate', 'speaker_labels', 'speech_model']
 const TURN_FIELDS = ['call_sid', 'confidence', 'end_ms', 'role', 'sequence', 'speaker', 'start_ms', 'stream_sid', 'text', 'turn_index', 'upstream', 'words']
