@@ -10,15 +10,20 @@ export interface WordRoleOptions {
    * word ("I", "mm") holds too few samples to compare; the window reaches into its neighbours instead.
    */
   minWindowMs?: number
+  /**
+   * Share of a word's span, around its centre, measured first; 0.1..1, default 0.5. Only when that
+   * core gives no role is the whole word measured.
+   */
+  coreShare?: number
   /** A role run of at most this many words… (0..10, default 2) */
   inlineMaxWords?: number
   /** …that lasts less than this, ms from its first word's start to its last word's end (0..5000, default 700), stays inside the surrounding part. */
   inlineMaxMs?: number
-  /** Share of a part's word duration one role must hold to be the part's role, else `unknown`; above 0.5 up to 1, default 0.8. */
+  /** Share of a part's word duration (of words with a role) one role must hold to be the part's role, else `unknown`; above 0.5 up to 1, default 0.8. */
   majority?: number
 }
 
-export const WORD_ROLE_DEFAULTS = { marginDb: 6, minWindowMs: 120, inlineMaxWords: 2, inlineMaxMs: 700, majority: 0.8 } as const
+export const WORD_ROLE_DEFAULTS = { marginDb: 6, minWindowMs: 120, coreShare: 0.5, inlineMaxWords: 2, inlineMaxMs: 700, majority: 0.8 } as const
 
 /** What this module needs of a word: its span on the call timeline, ms. */
 export interface TimedWord {
@@ -43,9 +48,9 @@ function checkRange (name: string, value: number, min: number, max: number, inte
 /**
  * Who said each word of a final turn, and where the turn splits into parts with one role each.
  *
- * A word's role comes from the two tracks' energy over the word's own span (at least `minWindowMs`,
- * centred on it), with the same 6 dB rule as a whole turn used to have: over one word, a barge-in
- * or a backchannel is no longer averaged away by the other party's speech around it.
+ * A word's role comes from the two tracks' energy over the word's own span (see roleOf; at least
+ * `minWindowMs`, centred on it), with the same 6 dB rule as a whole turn used to have: over one word,
+ * a barge-in or a backchannel is no longer averaged away by the other party's speech around it.
  *
  * Echo: a track that carries only the other party's echo is quieter than the speaking track by the
  * line's echo loss over any window that holds the speech, so it can never be 6 dB louder. Measured
@@ -60,6 +65,7 @@ export class WordRoles {
   readonly #energy: { inbound: TrackEnergy, outbound: TrackEnergy }
   readonly #marginDb: number
   readonly #minWindowMs: number
+  readonly #coreShare: number
   readonly #inlineMaxWords: number
   readonly #inlineMaxMs: number
   readonly #majority: number
@@ -71,6 +77,7 @@ export class WordRoles {
     this.#energy = energy
     this.#marginDb = checkRange('marginDb', options.marginDb ?? WORD_ROLE_DEFAULTS.marginDb, 0, 40)
     this.#minWindowMs = checkRange('minWindowMs', options.minWindowMs ?? WORD_ROLE_DEFAULTS.minWindowMs, 0, 2000)
+    this.#coreShare = checkRange('coreShare', options.coreShare ?? WORD_ROLE_DEFAULTS.coreShare, 0.1, 1)
     this.#inlineMaxWords = checkRange('inlineMaxWords', options.inlineMaxWords ?? WORD_ROLE_DEFAULTS.inlineMaxWords, 0, 10, true)
     this.#inlineMaxMs = checkRange('inlineMaxMs', options.inlineMaxMs ?? WORD_ROLE_DEFAULTS.inlineMaxMs, 0, 5000)
     const majority = options.majority ?? WORD_ROLE_DEFAULTS.majority
@@ -79,18 +86,30 @@ export class WordRoles {
     this.#majority = majority
   }
 
-  /** The window a word is measured over, ms on the call timeline: its span, widened to `minWindowMs` around its centre. */
-  windowOf (word: TimedWord): [number, number] {
-    const length = word.end_ms - word.start_ms
-    if (length >= this.#minWindowMs) return [word.start_ms, word.end_ms]
+  /**
+   * The windows a word is measured over, ms on the call timeline: its core (`coreShare` of its span
+   * around its centre), then its whole span; each widened to `minWindowMs` around the centre.
+   */
+  windowsOf (word: TimedWord): [[number, number], [number, number]] {
     const centre = (word.start_ms + word.end_ms) / 2
-    return [centre - this.#minWindowMs / 2, centre + this.#minWindowMs / 2]
+    const length = Math.max(0, word.end_ms - word.start_ms)
+    const core = Math.max(this.#minWindowMs, length * this.#coreShare) / 2
+    const whole = Math.max(this.#minWindowMs, length) / 2
+    return [[centre - core, centre + core], [centre - whole, centre + whole]]
   }
 
-  /** The role of one word, from the two tracks' energy over its window. */
+  /**
+   * The role of one word, from the two tracks' energy over its core, or over the whole word when the
+   * core gives none. The core comes first because a word's edges are where the other party's speech
+   * overlaps it in a barge-in, and where an upstream's word times are least exact; the whole word
+   * second because a word at a turn's edge may be reported with silence around it.
+   */
   roleOf (word: TimedWord): Role {
-    const [from, to] = this.windowOf(word)
-    return roleFromEnergy(this.#energy.inbound.meanSquare(from, to), this.#energy.outbound.meanSquare(from, to), this.#marginDb)
+    const [core, whole] = this.windowsOf(word)
+    const { inbound, outbound } = this.#energy
+    const role = roleFromEnergy(inbound.meanSquareWithin(core[0], core[1]), outbound.meanSquareWithin(core[0], core[1]), this.#marginDb)
+    if (role !== 'unknown' || whole[0] === core[0]) return role
+    return roleFromEnergy(inbound.meanSquareWithin(whole[0], whole[1]), outbound.meanSquareWithin(whole[0], whole[1]), this.#marginDb)
   }
 
   /**
@@ -100,7 +119,8 @@ export class WordRoles {
    *   two lost in cross-talk) starts no part: it stays in the part before it, or at the start of the
    *   turn in the part after it, and its words keep their own roles;
    * - neighbouring parts whose runs have the same role are one part;
-   * - a part's role is the role holding at least `majority` of its words' duration, else `unknown`.
+   * - a part's role is the role holding at least `majority` of the duration of its words that have a
+   *   role (`unknown` words count for neither side), else `unknown`.
    * A turn without words is one part of role `unknown`.
    */
   split (words: readonly TimedWord[], roles: readonly Role[]): RolePart[] {
@@ -131,7 +151,7 @@ export class WordRoles {
     // Short runs after the last long one belong to it.
     parts[parts.length - 1]!.to = words.length
     // A part's role is its words' majority, which may differ from its run's role: join neighbours that
-    // end up with the same one (two parts short of the majority cannot reach it together).
+    // end up with the same one (two parts that hold a majority for one role hold it together).
     const result: RolePart[] = []
     for (const part of parts) {
       const role = this.#majorityRole(words, roles, part.from, part.to)
@@ -145,15 +165,16 @@ export class WordRoles {
   #majorityRole (words: readonly TimedWord[], roles: readonly Role[], from: number, to: number): Role {
     let customer = 0
     let agent = 0
-    let total = 0
     for (let i = from; i < to; i++) {
       const word = words[i]!
       // A word reported with no length still counts, as one millisecond.
       const ms = Math.max(1, word.end_ms - word.start_ms)
-      total += ms
       if (roles[i] === 'customer') customer += ms
       else if (roles[i] === 'agent') agent += ms
     }
+    // Words of role unknown (cross-talk, silence) speak for no one: they count for neither side.
+    const total = customer + agent
+    if (total === 0) return 'unknown'
     if (customer >= total * this.#majority) return 'customer'
     if (agent >= total * this.#majority) return 'agent'
     return 'unknown'
