@@ -145,7 +145,8 @@ export class TurnAssembler {
         upstream: { session_id: sessionId, turn_order: turn.turn_order, part: partIndex }
       }
       sources.push({ entry: this.#transcript.length, wordIndices: indices.slice(part.from, part.to) })
-      this.#transcript.push({ turn_index: data.turn_index, speaker, role: part.role, text, start_ms: startMs, end_ms: endMs, words: partWords })
+      // Its own copy of the words: a revision relabels them later, the published turn stays as sent.
+      this.#transcript.push({ turn_index: data.turn_index, speaker, role: part.role, text, start_ms: startMs, end_ms: endMs, words: partWords.map((word) => ({ ...word })) })
       if (endMs > this.#lastEndMs) this.#lastEndMs = endMs
       emitted.push(data)
     })

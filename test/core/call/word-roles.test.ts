@@ -124,6 +124,25 @@ test('TurnAssembler splits an agent–caller–agent turn into three consecutive
   assert.deepEqual(assembler.transcript.map((entry) => [entry.turn_index, entry.role, entry.words.length]), [[1, 'unknown', 1], [2, 'agent', 4], [3, 'customer', 3], [4, 'agent', 4]])
 })
 
+test('TurnAssembler revises the speakers of a split turn\'s parts and words from a SpeakerRevision, never their roles', () => {
+  const { energy, words } = dialogue([
+    ['A', [['What', 1000, 1300], ['is', 1350, 1500], ['your', 1550, 1800], ['number?', 1850, 2300]]],
+    ['C', [['Five', 2350, 2700], ['five', 2750, 3100], ['five.', 3150, 3500]]]
+  ])
+  const assembler = new TurnAssembler(energy)
+  const parts = assembler.accept(upstreamTurn(0, words), 's', 0)
+  assert.deepEqual(parts.map((turn) => [turn.speaker, turn.role]), [['A', 'agent'], ['B', 'customer']])
+  // Diarization swaps the labels; one word of the second part stays with the first speaker.
+  const revised = words.map((word, i) => ({ ...word, confidence: 0.9, word_is_final: true, speaker: i === 4 ? 'B' : word.speaker === 'A' ? 'B' : 'A' }))
+  assembler.applyRevision({ type: 'SpeakerRevision', revisions: [{ turn_order: 0, speaker_label: 'B', words: revised }] }, 's')
+  const transcript = assembler.transcript
+  assert.deepEqual(transcript.map((entry) => [entry.speaker, entry.role]), [['B', 'agent'], ['A', 'customer']])
+  assert.deepEqual(transcript.flatMap((entry) => entry.words.map((word) => word.speaker)), ['B', 'B', 'B', 'B', 'B', 'A', 'A'])
+  assert.deepEqual(transcript.flatMap((entry) => entry.words.map((word) => word.role)), ['agent', 'agent', 'agent', 'agent', 'customer', 'customer', 'customer'])
+  assert.equal(parts[0]!.speaker, 'A', 'what was published stays as it was')
+  assert.equal(parts[0]!.words[0]!.speaker, 'A')
+})
+
 test('TurnAssembler publishes a one-word turn as one turn with that word\'s role', () => {
   const { energy } = dialogue([['C', [['Yes.', 1000, 1250]]]])
   const parts = new TurnAssembler(energy).accept(upstreamTurn(0, [{ text: 'Yes.', start: 1000, end: 1250 }], 'B'), 's', 0)
