@@ -52,12 +52,13 @@ function checkRange (name: string, value: number, min: number, max: number, inte
  * `minWindowMs`, centred on it), with the same 6 dB rule as a whole turn used to have: over one word,
  * a barge-in or a backchannel is no longer averaged away by the other party's speech around it.
  *
- * Echo: a track that carries only the other party's echo is quieter than the speaking track by the
- * line's echo loss over any window that holds the speech, so it can never be 6 dB louder. Measured
- * on the generated two-party call (test/core/call/word-roles.test.ts): with echo at −20 dB the speaking
- * track leads by at least 19 dB over every word window, at −12 dB by at least 11 dB; the echo would have
- * to come within 6 dB of the speech before its words turn `unknown`, and louder than the speech
- * itself before it could win.
+ * Echo: a track that carries only the other party's echo is quieter than the speaking track by about
+ * the line's echo loss over any window that holds the speech, so it cannot be 6 dB louder. Measured
+ * on the sample call's voices with each track's echo on the other, 30 ms late
+ * (test/core/call/word-roles.test.ts): at −20 dB echo the speaking track leads by at least 17.9 dB
+ * over every word, at −12 dB by at least 9.9 dB (3.9 dB more than the rule needs); with word times
+ * off by up to 60 ms the echo still stays 4.4 dB below the speech at −12 dB. Echo within 6 dB of the
+ * speech makes words `unknown`; only echo louder than the speech itself could give its role.
  *
  * Pure and timer-free: the call runs it once per final turn, never per audio frame.
  */
@@ -151,7 +152,8 @@ export class WordRoles {
     // Short runs after the last long one belong to it.
     parts[parts.length - 1]!.to = words.length
     // A part's role is its words' majority, which may differ from its run's role: join neighbours that
-    // end up with the same one (two parts that hold a majority for one role hold it together).
+    // end up with the same one (two parts that hold a majority hold it together, two short of one stay
+    // short of it).
     const result: RolePart[] = []
     for (const part of parts) {
       const role = this.#majorityRole(words, roles, part.from, part.to)
