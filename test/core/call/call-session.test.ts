@@ -13,7 +13,7 @@ const TRANSCRIPTION_FIELDS = ['domain', 'sample_rate', 'speaker_labels', 'speech
 const TURN_FIELDS = ['call_sid', 'confidence', 'end_ms', 'role', 'sequence', 'speaker', 'start_ms', 'stream_sid', 'text', 'turn_index', 'upstream', 'words']
 const WORD_FIELDS = ['confidence', 'end_ms', 'role', 'speaker', 'start_ms', 'text']
 const CALL_ENDED_FIELDS = ['audio_ms', 'call_sid', 'ended_at', 'reason', 'sequence', 'started_at', 'stream_sid', 'transcript', 'turn_count', 'upstream_sessions']
-const TRANSCRIPT_ENTRY_FIELDS = ['end_ms', 'role', 'speaker', 'start_ms', 'text', 'turn_index']
+const TRANSCRIPT_ENTRY_FIELDS = ['end_ms', 'role', 'speaker', 'start_ms', 'text', 'turn_index', 'words']
 const UPSTREAM_SESSION_FIELDS = ['audio_seconds', 'error', 'id', 'session_seconds']
 
 async function setup (t: TestContext, fake: Partial<FakeAssemblyAiOptions> = {}, overrides: Partial<CallSessionOptions> = {}) {
