@@ -207,8 +207,13 @@ test('TwilioSimulator delays the new stream\'s first media on the call clock whe
   await waitFor(() => streams[1]?.messages.some((m) => m.event === 'media') === true)
   const realWaitMs = performance.now() - realStart
   const firstMedia = streams[1]!.messages.find((m) => m.event === 'media')!
-  // The stream's clock started at create; its first audio is the call's audio 2 s later.
-  assert.ok(Number(firstMedia.media.timestamp) >= 1900 && Number(firstMedia.media.timestamp) <= 2300, `first timestamp ${firstMedia.media.timestamp }`)
+  // The stream's clock starts at its `start` (a moment after the create); its first audio is the
+  // call's audio 2 s after the create.
+  const zero = live.streams[1]!.zeroOnTimelineMs!
+  const firstOnTimeline = zero + Number(firstMedia.media.timestamp)
+  const due = live.timelineMs(createdAt) + 2000
+  assert.ok(firstOnTimeline >= due && firstOnTimeline <= due + 300, `first media at ${firstOnTimeline} ms of the call, due at ${due}`)
+  assert.ok(Number(firstMedia.media.timestamp) > 1000, 'the new stream\'s clock started before its first media')
   assert.ok(realWaitMs >= 150 && realWaitMs < 1500, `waited ${realWaitMs} ms of real time`)
   assert.ok(live.nowMs - createdAt >= 2000)
 })

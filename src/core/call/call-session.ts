@@ -125,7 +125,7 @@ export class CallSession {
     this.segment = options.segment ?? FIRST_SEGMENT
     this.firstAudioMs = new Promise((resolve) => { this.#resolveFirstAudio = resolve })
     if (this.segment.number > 1) this.#held = []
-    this.#turns = new TurnAssembler(this.#aligner.energy, this.segment.offsetMs)
+    this.#turns = new TurnAssembler(this.#aligner.energy, {}, this.segment.offsetMs)
     this.#link = new UpstreamLink({
       session: options.upstream,
       metrics: options.metrics,
@@ -344,14 +344,19 @@ export class CallSession {
       return
     }
     if (this.#endReason === 'transcription_failed') return
-    const data = this.#turns.accept(turn, sessionId, offsetSamples, this.#keep)
-    if (data === null) return
-    const ownEndSample = msToSamples(data.end_ms - this.segment.offsetMs)
+    // One upstream turn can become several published turns, one per role run of its words; a
+    // handoff's cut keeps only the words on this stream's side of it.
+    const parts = this.#turns.accept(turn, sessionId, offsetSamples, this.#keep)
+    if (parts.length === 0) return
+    const endMs = parts.reduce((end, data) => Math.max(end, data.end_ms), 0)
+    const ownEndSample = msToSamples(endMs - this.segment.offsetMs)
     this.#link.markFinal(ownEndSample)
     this.#observeLag(ownEndSample)
-    this.#metrics.turnsTotal.inc({ role: data.role })
-    this.#publish(serializeEvent('transcript.turn', { ...this.#nextIds(), ...data }))
-    this.#logger.debug({ turnIndex: data.turn_index, role: data.role, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')
+    for (const data of parts) {
+      this.#metrics.turnsTotal.inc({ role: data.role })
+      this.#publish(serializeEvent('transcript.turn', { ...this.#nextIds(), ...data }))
+      this.#logger.debug({ turnIndex: data.turn_index, role: data.role, part: data.upstream.part, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')
+    }
   }
 
   #observeLag (endSample: number): void {
