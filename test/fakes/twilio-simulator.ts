@@ -989,7 +989,7 @@ export interface RestApi {
   /** `http://127.0.0.1:PORT`: what TWILIO_API_URL points at. */
   url: string
   /** Every request received, in order (method, path, form, who authenticated). */
-  requests: Array<{ method: string, path: string, form: URLSearchParams, username: string | null, status: number }>
+  requests: Array<{ method: string, path: string, form: URLSearchParams, username: string | null, status: number, atMs: number }>
   close (): Promise<void>
 }
 
@@ -1012,7 +1012,7 @@ export function startRestApi (options: {
       const path = new URL(request.url ?? '/', 'http://local').pathname
       const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
       const answer = (status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void => {
-        requests.push({ method: request.method ?? '', path, form, username, status })
+        requests.push({ method: request.method ?? '', path, form, username, status, atMs: performance.now() })
         response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers }).end(JSON.stringify(body))
       }
       const [username, password] = basicCredentials(request.headers.authorization)
