@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { HANDOFF_PARAMETERS, isHandoffParameter, mintHandoffParameters, verifyHandoffParameters } from '../../../src/core/twilio/handoff-token.ts'
 import type { HandoffClaim } from '../../../src/core/twilio/handoff-token.ts'
+import { answerVoiceWebhook } from '../../../src/core/twilio/voice.ts'
 
 const SECRET = Buffer.from('handoff-test-secret-0123456789abcdef')
 const NOW = 1_780_000_000_000
@@ -63,4 +64,14 @@ test('handoff parameter names are recognised so they stay out of custom_paramete
   for (const name of Object.values(HANDOFF_PARAMETERS)) assert.equal(isHandoffParameter(name), true)
   assert.equal(isHandoffParameter('clinic'), false)
   assert.equal(isHandoffParameter('token'), false)
+})
+
+test('a number\'s voice URL cannot set the handoff parameters of its first stream', () => {
+  const settings = { publicUrl: new URL('https://calls.example.org'), streamTokenSecret: SECRET, forwardTo: '+15550002222', continueUrl: null }
+  const query = new URLSearchParams({ clinic: 'north', handoff: 'h1.1.x', handoff_segment: '2', handoff_at_ms: '0', handoff_at_epoch_ms: '0', handoff_previous_stream_sid: 'MZ1' })
+  const answer = answerVoiceWebhook({ CallSid: claim.callSid, AccountSid: claim.accountSid }, query, settings, NOW)
+  assert.equal(answer.ok, true)
+  if (!answer.ok) return
+  assert.match(answer.twiml, /<Parameter name="clinic" value="north"\/>/)
+  assert.doesNotMatch(answer.twiml, /handoff/)
 })
