@@ -56,6 +56,11 @@ export default async function twilioMediaRoutes (fastify: FastifyInstance, optio
       request.log.warn({ reason, calls: calls.size }, 'media stream upgrade refused')
       return reply.code(503).header('retry-after', '1').send({ error: reason })
     }
+    if (fastify.events.accepting === false) {
+      metrics.streamRejections.inc({ reason: 'outbox_unavailable' })
+      request.log.warn({ reason: 'outbox_unavailable', calls: calls.size }, 'media stream upgrade refused')
+      return reply.code(503).header('retry-after', '1').send({ error: 'outbox_unavailable' })
+    }
   })
 
   // One timer for every socket of the process, not one per call.
