@@ -210,7 +210,7 @@ export function loadConfig (env: Env = process.env): Config {
     webhookTimeoutMs: integer(env, 'WEBHOOK_TIMEOUT_MS', 15000, 100, 120000),
     dataDir: loadDataDir(env),
     databaseUrl,
-    outboxBufferBytes: integer(env, 'OUTBOX_BUFFER_BYTES', 67_108_864, 1_048_576, 17_179_869_184),
+    outboxBufferBytes: integer(env, 'OUTBOX_BUFFER_BYTES', 67_108_864, 4096, 17_179_869_184),
     maxCalls: integer(env, 'MAX_CALLS', 500, 1, 100000),
     drainTimeoutMs: integer(env, 'DRAIN_TIMEOUT_MS', 300000, 0, 86400000),
     logLevel,

@@ -115,7 +115,7 @@ test('config selects the PostgreSQL outbox and its buffer bound when DATABASE_UR
   const wrong = failure({ ...base, DATABASE_URL: 'mysql://medstream:s3cret@db/medstream' })
   assert.equal(wrong.variable, 'DATABASE_URL')
   assert.doesNotMatch(wrong.message, /s3cret/, 'never echoes the password')
-  assert.equal(failure({ ...base, OUTBOX_BUFFER_BYTES: '1000' }).variable, 'OUTBOX_BUFFER_BYTES')
+  assert.equal(failure({ ...base, OUTBOX_BUFFER_BYTES: '1024' }).variable, 'OUTBOX_BUFFER_BYTES')
 })
 
 test('config parses webhook secrets once and refuses a short or non-base64 one without echoing it', () => {
