@@ -65,6 +65,11 @@ export class SchemaError extends MedstreamError {
 export async function migrate (pool: pg.Pool, migrations: readonly Migration[] = MIGRATIONS): Promise<{ from: number, to: number }> {
   const latest = migrations.reduce((max, migration) => Math.max(max, migration.version), 0)
   const client = await pool.connect()
+  // A connection cut while checked out is also emitted as 'error' on the client; the failed query
+  // reports it, so the event only needs a listener.
+  const onError = (): void => {}
+  client.on('error', onError)
+  let broken: Error | undefined
   try {
     await client.query('BEGIN')
     // Held until COMMIT: replicas that start together wait here, then find the work done.
@@ -87,9 +92,11 @@ export async function migrate (pool: pg.Pool, migrations: readonly Migration[] =
     await client.query('COMMIT')
     return { from, to: Math.max(from, latest) }
   } catch (err) {
+    broken = err as Error
     await client.query('ROLLBACK').catch(() => {})
     throw err
   } finally {
-    client.release()
+    client.off('error', onError)
+    client.release(broken)
   }
 }

@@ -326,6 +326,10 @@ export class PostgresOutbox implements OutboxStore {
   /** A transaction holding the advisory locks of `streams`, taken in sorted order so two never deadlock. */
   async #transaction<T> (streams: readonly string[], fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const client = await this.pool.connect()
+    // A connection cut while checked out (a server restart) is also emitted as 'error' on the
+    // client, which with no listener would end the process; the failed query reports it here.
+    const onError = (): void => {}
+    client.on('error', onError)
     let broken: Error | undefined
     try {
       await client.query('BEGIN')
@@ -338,6 +342,7 @@ export class PostgresOutbox implements OutboxStore {
       await client.query('ROLLBACK').catch(() => {})
       throw err
     } finally {
+      client.off('error', onError)
       client.release(broken)
     }
   }
