@@ -118,12 +118,14 @@ export class PostgresOutbox implements OutboxStore {
     if (limit <= 0) return []
     // Step 1 takes leases on streams whose head is due and that no live lease of another replica
     // holds; ON CONFLICT is the arbiter when two replicas race for one stream.
+    // GROUP BY: a stream appears once even if its head were ever duplicated, which ON CONFLICT
+    // would refuse for the whole statement.
     const leased = await this.pool.query<{ stream_sid: string }>(`WITH due AS (
-        SELECT e.stream_sid FROM outbox_events e
+        SELECT e.stream_sid, MIN(e.next_attempt_at) AS t FROM outbox_events e
         WHERE e.next_attempt_at IS NOT NULL AND e.next_attempt_at <= $1
           AND NOT (e.stream_sid = ANY($3::text[]))
           AND NOT EXISTS (SELECT 1 FROM outbox_leases l WHERE l.stream_sid = e.stream_sid AND l.owner <> $4 AND l.expires_at > ${DB_NOW})
-        ORDER BY e.next_attempt_at LIMIT $2
+        GROUP BY e.stream_sid ORDER BY t LIMIT $2
       )
       INSERT INTO outbox_leases (stream_sid, owner, expires_at)
       SELECT stream_sid, $4, ${DB_NOW} + $5 FROM due
@@ -135,8 +137,10 @@ export class PostgresOutbox implements OutboxStore {
     for (const streamSid of streams) this.#held.add(streamSid)
     this.#armRenewal()
     // Step 2, a new statement and so a fresh snapshot: the head as the previous holder left it.
-    const { rows } = await this.pool.query(`SELECT id, call_sid, stream_sid, sequence, body, attempts, queued_at FROM outbox_events
-      WHERE stream_sid = ANY($1::text[]) AND next_attempt_at IS NOT NULL AND next_attempt_at <= $2 ORDER BY next_attempt_at`, [streams, now])
+    const { rows } = await this.pool.query(`SELECT DISTINCT ON (stream_sid) id, call_sid, stream_sid, sequence, body, attempts, queued_at, next_attempt_at
+      FROM outbox_events WHERE stream_sid = ANY($1::text[]) AND next_attempt_at IS NOT NULL AND next_attempt_at <= $2
+      ORDER BY stream_sid, sequence`, [streams, now])
+    rows.sort((a, b) => (a.next_attempt_at as number) - (b.next_attempt_at as number))
     const due = rows.map((row) => ({
       id: row.id as string,
       callSid: row.call_sid as string,

@@ -235,7 +235,9 @@ export class WebhookSender {
       for (const streamSid of this.#closePass ?? []) exclude.add(streamSid)
       const due = await this.#outbox.claimDue(now, free, exclude)
       for (const event of due) {
-        if (this.#inFlight.has(event.streamSid) || this.#closePass?.has(event.streamSid) === true || this.#paused || this.#deadlinePassed) {
+        // A stream in flight keeps its lease until its attempt ends.
+        if (this.#inFlight.has(event.streamSid)) continue
+        if (this.#closePass?.has(event.streamSid) === true || this.#paused || this.#deadlinePassed) {
           await this.#outbox.release(event.streamSid)
           continue
         }

@@ -18,7 +18,10 @@ export interface WriteQueueOptions {
   onWritten: () => void
 }
 
-/** Per event, beyond its body: the ids and the queue entry (measured: see the README, "Fleet mode"). */
+/**
+ * Per event, beyond its body: an estimate of the ids, the event object and its queue slots. The
+ * bodies are what varies; the README ("Fleet mode") sizes the bound from measured bodies.
+ */
 export const EVENT_OVERHEAD_BYTES = 256
 const BATCH_EVENTS = 256
 const RETRY_MAX_MS = 5000

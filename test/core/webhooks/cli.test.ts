@@ -22,7 +22,7 @@ function run (location: Location | string, ...args: string[]): Promise<{ code: n
   })
 }
 
-async function seed (t: { after: (fn: () => Promise<void> | void) => void }, backend: Backend): Promise<{ dataDir: Location, outbox: OutboxStore }> {
+async function seed (t: { after: (fn: () => Promise<void> | void) => void }, backend: Backend): Promise<{ location: Location, outbox: OutboxStore }> {
   const location = await newLocation(t, backend)
   const outbox = await openStore(t, location)
   const hourAgo = Date.now() - 3_600_000
@@ -31,13 +31,13 @@ async function seed (t: { after: (fn: () => Promise<void> | void) => void }, bac
   await outbox.markDead(`${streamSid(1)}-1`, streamSid(1), { at: Date.now(), status: 500, reason: 'status' })
   await outbox.markFailed(`${streamSid(2)}-1`, { at: Date.now(), status: null, reason: 'timeout' }, Date.now() + 60_000)
   await outbox.pause(410)
-  return { dataDir: location, outbox }
+  return { location, outbox }
 }
 
 function commands (backend: Backend): void {
   test('webhooks command lists pending and dead events by call without bodies when asked to list', async (t) => {
-    const { dataDir } = await seed(t, backend)
-    const { code, stdout } = await run(dataDir, 'list')
+    const { location } = await seed(t, backend)
+    const { code, stdout } = await run(location, 'list')
     assert.equal(code, 0)
     assert.match(stdout, /Delivery: PAUSED since .* \(receiver answered 410\)/)
     assert.match(stdout, /Outbox: 3 pending, 1 dead, oldest pending 1h00m/)
@@ -46,17 +46,17 @@ function commands (backend: Backend): void {
     assert.match(stdout, new RegExp(`${streamSid(2)}-1\\s+${callSid(2)}\\s+1\\s+transcript.turn\\s+pending\\s+1\\s+59m\\d\\ds\\s+timeout\\s+in (\\d+s|1m00s)`))
     assert.doesNotMatch(stdout, /metoprolol|milligrams/, 'never a body')
 
-    const dead = await run(dataDir, 'list', '--state', 'dead')
+    const dead = await run(location, 'list', '--state', 'dead')
     assert.equal(dead.stdout.split('\n').filter((line) => line.startsWith('MZ')).length, 1)
   })
 
   test('webhooks command re-queues dead letters when asked to replay', async (t) => {
-    const { dataDir, outbox } = await seed(t, backend)
-    const missing = await run(dataDir, 'replay')
+    const { location, outbox } = await seed(t, backend)
+    const missing = await run(location, 'replay')
     assert.equal(missing.code, 2)
     assert.match(missing.stderr, /exactly one of --id ID, --call CA… or --all-dead/)
 
-    const { code, stdout } = await run(dataDir, 'replay', '--id', `${streamSid(1)}-1`)
+    const { code, stdout } = await run(location, 'replay', '--id', `${streamSid(1)}-1`)
     assert.equal(code, 0)
     assert.match(stdout, /1 dead letter re-queued/)
     assert.deepEqual(await outbox.counts(), { pending: 4, dead: 0 })
@@ -64,20 +64,20 @@ function commands (backend: Backend): void {
   })
 
   test('webhooks command clears the pause flag when asked to resume', async (t) => {
-    const { dataDir, outbox } = await seed(t, backend)
-    assert.match((await run(dataDir, 'resume')).stdout, /Delivery resumed/)
+    const { location, outbox } = await seed(t, backend)
+    assert.match((await run(location, 'resume')).stdout, /Delivery resumed/)
     assert.equal(await outbox.pauseState(), null)
-    assert.match((await run(dataDir, 'resume')).stdout, /not paused/)
+    assert.match((await run(location, 'resume')).stdout, /not paused/)
   })
 
   test('webhooks command deletes only dead letters when asked to purge', async (t) => {
-    const { dataDir, outbox } = await seed(t, backend)
-    const refused = await run(dataDir, 'purge')
+    const { location, outbox } = await seed(t, backend)
+    const refused = await run(location, 'purge')
     assert.equal(refused.code, 2)
     assert.match(refused.stderr, /dead letters only; say so with --dead/)
-    assert.match((await run(dataDir, 'purge', '--dead', '--older-than', '7d')).stdout, /0 dead letters purged/)
-    assert.equal((await run(dataDir, 'purge', '--dead', '--older-than', 'soon')).code, 2)
-    assert.match((await run(dataDir, 'purge', '--dead', '--older-than', '30m')).stdout, /1 dead letter purged/)
+    assert.match((await run(location, 'purge', '--dead', '--older-than', '7d')).stdout, /0 dead letters purged/)
+    assert.equal((await run(location, 'purge', '--dead', '--older-than', 'soon')).code, 2)
+    assert.match((await run(location, 'purge', '--dead', '--older-than', '30m')).stdout, /1 dead letter purged/)
     assert.deepEqual(await outbox.counts(), { pending: 3, dead: 0 })
   })
 }
