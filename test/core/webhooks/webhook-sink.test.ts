@@ -297,3 +297,47 @@ test('events lost counter has a series for every reason before anything is lost'
   const { values } = await metrics.eventsLost.get()
   assert.deepEqual(values.map((value) => [value.labels.reason, value.value]).sort(), [['buffer_full', 0], ['shutdown', 0], ['store_failed', 0]])
 })
+
+test('two replicas on one PostgreSQL outbox never attempt one stream at once and deliver it in order', async (t) => {
+  const receiver = await new Receiver().listen()
+  t.after(() => receiver.close())
+  receiver.reply = () => ({ status: 200, delayMs: 5 })
+  const location = await newLocation(t, 'postgres')
+  const a = await startSink(t, receiver.url, location)
+  const b = await startSink(t, receiver.url, location)
+  // Calls live on A; B has nothing of its own and takes whatever streams are free.
+  const bodies = await publishConcurrently(a.sink, 6, 10)
+  await receiver.waitFor(() => receiver.delivered.length === 60, 20_000)
+  for (let call = 1; call <= 6; call++) assert.deepEqual(receiver.sequencesOf(callSid(call)), range(10))
+  assertSerialPerCall(receiver.attempts, 6)
+  assert.ok(receiver.attempts.every((attempt) => attempt.body === bodies.get(attempt.id)))
+  // The receiver counts an event when it answers; the replica a moment later, when the answer arrives.
+  await receiver.waitFor(async () => await counterValue(a.metrics, 'success') + await counterValue(b.metrics, 'success') === 60)
+  const byA = await counterValue(a.metrics, 'success')
+  const byB = await counterValue(b.metrics, 'success')
+  assert.ok(byB > 0, `replica B delivered too (${byA} by A, ${byB} by B)`)
+})
+
+test('a 410 seen by one replica pauses delivery on every replica sharing the PostgreSQL outbox', async (t) => {
+  const receiver = await new Receiver().listen()
+  t.after(() => receiver.close())
+  let gone = false
+  receiver.reply = () => ({ status: gone ? 410 : 200 })
+  const location = await newLocation(t, 'postgres')
+  const a = await startSink(t, receiver.url, location)
+  const b = await startSink(t, receiver.url, location)
+  gone = true
+  a.sink.publish(testEvent(1, 1))
+  await receiver.waitFor(() => a.sink.sender.paused || b.sink.sender.paused)
+  await receiver.waitFor(() => a.sink.sender.paused && b.sink.sender.paused, 3000)
+  const attempts = receiver.attempts.length
+  for (const call of [2, 3]) b.sink.publish(testEvent(call, 1))
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  assert.equal(receiver.attempts.length, attempts, 'no replica attempts while the endpoint is paused')
+
+  gone = false
+  const operator = await openStore(t, location)
+  assert.equal(await operator.resume(), true)
+  await receiver.waitFor(() => receiver.delivered.length === 3, 5000)
+  await receiver.waitFor(() => !a.sink.sender.paused && !b.sink.sender.paused, 3000)
+})
