@@ -291,3 +291,23 @@ test('a full replica still answers the voice webhook with TwiML and refuses the 
   first.close()
   await first.done
 })
+
+test('a replica started while PostgreSQL is down stays up but not ready, and becomes ready once it connects', async (t) => {
+  const url = await newDatabase()
+  await cluster.stopServer()
+  let stopped = true
+  t.after(async () => { if (stopped) await cluster.startServer() })
+  const harness = await startHarness({ fake: { script }, env: { DATABASE_URL: url } })
+  t.after(() => harness.close())
+  for (let i = 0; i < 4; i++) {
+    assert.equal((await fetch(`${harness.serviceUrl}/healthz`)).status, 200)
+    const ready = await fetch(`${harness.serviceUrl}/readyz`)
+    assert.equal(ready.status, 503)
+    assert.deepEqual(await ready.json(), { status: 'outbox_unavailable', calls: 0 })
+    await sleep(250)
+  }
+  await cluster.startServer()
+  stopped = false
+  await waitFor(async () => (await fetch(`${harness.serviceUrl}/readyz`)).status === 200, 15_000, 'ready once connected')
+  assert.ok(harness.logs.some((line) => line.msg === 'postgres outbox unreachable; not ready until it connects'))
+})
