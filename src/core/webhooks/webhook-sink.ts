@@ -171,10 +171,10 @@ export class WebhookSink implements EventSink {
     this.#closing = true
     this.#closePromise = (async () => {
       try {
-        await Promise.all([
-          this.#queue?.drain(deadline),
-          this.sender.close(deadline)
-        ])
+        // Buffered events first, so the last delivery pass can include them (a call's call.ended is
+        // often the last thing written).
+        await this.#queue?.drain(deadline)
+        await this.sender.close(deadline)
       } finally {
         this.#gaveUp = true
         this.#connectWake?.()
