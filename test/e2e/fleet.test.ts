@@ -232,7 +232,7 @@ test('replica B takes over the streams of replica A within 30 s when A is killed
 
 test('a live call completes and every event arrives in order when PostgreSQL is down for 20 s', async (t) => {
   const url = await newDatabase()
-  // A whole sample call buffers ~14 KB (11.5 KB of bodies plus 256 B each): with a 16 KiB bound the
+  // A whole sample call buffers ~15 KB (11.5 KB of bodies plus 384 B each): with a 16 KiB bound the
   // events of a 20 s outage pass the half-way mark (not ready) and still fit (nothing lost).
   const harness = await startHarness({ fake: { script }, env: { DATABASE_URL: url, OUTBOX_BUFFER_BYTES: '16384' } })
   t.after(() => harness.close())
