@@ -228,8 +228,11 @@ export class WebhookSender {
 
   async #pumpOnce (): Promise<void> {
     if (this.#closed || !this.#started || this.#paused || this.#deadlinePassed) return
-    const now = this.#now()
     const free = this.#maxInFlight - this.#inFlight.size
+    // The closing pass ignores backoff: every stream gets its turn. Made due on every pass rather
+    // than once, so an attempt whose failure is recorded while the pass runs still gets it.
+    if (this.#closePass !== null && free > 0) await this.#retryAllNow()
+    const now = this.#now()
     if (free > 0) {
       const exclude = new Set(this.#inFlight.keys())
       for (const streamSid of this.#closePass ?? []) exclude.add(streamSid)
@@ -320,12 +323,13 @@ export class WebhookSender {
   async #onSuccess (event: DueEvent): Promise<void> {
     const now = this.#now()
     this.#metrics.webhookDeliveries.inc({ result: 'success' })
-    await this.#outbox.markDelivered(event.id, event.streamSid, now)
-    this.#logger.debug({ webhookId: event.id, callSid: event.callSid, attempts: event.attempts + 1 }, 'webhook delivered')
+    // The endpoint's state changes when the answer arrives, not when the outbox has recorded it.
     const recovered = this.#failuresSinceSuccess > 0
     const sinceLastSuccess = now - this.#lastSuccessAt
     this.#failuresSinceSuccess = 0
     this.#lastSuccessAt = now
+    await this.#outbox.markDelivered(event.id, event.streamSid, now)
+    this.#logger.debug({ webhookId: event.id, callSid: event.callSid, attempts: event.attempts + 1 }, 'webhook delivered')
     if (recovered) {
       this.#logger.info('webhook endpoint recovered')
       // Recovery after an outage: everything waiting goes now rather than at its backoff time.

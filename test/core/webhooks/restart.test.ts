@@ -36,11 +36,14 @@ test('webhook sink delivers every event published before a SIGKILL when restarte
       // Killed mid-stream: some calls are part-way through their events.
       if (reported.length >= 50) {
         clearTimeout(timer)
-        child.kill('SIGKILL')
         resolve()
       }
     })
   })
+  // Once the receiver has started refusing, so the kill finds events in backoff too (on a loaded
+  // machine the first 50 may be published before the fifth attempt).
+  await receiver.waitFor(() => receiver.attempts.some((attempt) => attempt.status === 503), 10_000)
+  child.kill('SIGKILL')
   assert.equal(await exited, 'SIGKILL')
   assert.ok(receiver.attempts.some((attempt) => attempt.status === 503), 'the first process met a failing receiver')
 

@@ -104,12 +104,13 @@ function deadLetters (backend: Backend): void {
     const t0 = Date.now()
     // Call 2 first: a success right after a failure would retry the failed event at once (recovery).
     sink.publish(testEvent(2, 1))
-    await receiver.waitFor(() => receiver.delivered.length === 1)
+    await receiver.waitFor(async () => await counterValue(metrics, 'success') === 1)
     sink.publish(testEvent(1, 1))
     sink.publish(testEvent(1, 2))
 
     await receiver.waitFor(() => receiver.attemptsFor(poison).length === 1)
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    // The failure is recorded once the answer is back (a round trip later with PostgreSQL).
+    await receiver.waitFor(async () => (await sink.outbox.list({ callSid: testEvent(1, 1).callSid }))[0]?.attempts === 1)
     const [head] = await sink.outbox.list({ callSid: testEvent(1, 1).callSid })
     assert.equal(head?.attempts, 1)
     assert.equal(head?.lastStatus, 500)
