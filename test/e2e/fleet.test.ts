@@ -311,3 +311,27 @@ test('a replica started while PostgreSQL is down stays up but not ready, and bec
   await waitFor(async () => (await fetch(`${harness.serviceUrl}/readyz`)).status === 200, 15_000, 'ready once connected')
   assert.ok(harness.logs.some((line) => line.msg === 'postgres outbox unreachable; not ready until it connects'))
 })
+
+test('events still buffered at the drain deadline are counted lost with reason shutdown and logged with their ids', async (t) => {
+  const url = await newDatabase()
+  const harness = await startHarness({ fake: { script }, env: { DATABASE_URL: url } })
+  t.after(() => harness.close())
+  await waitFor(async () => (await fetch(`${harness.serviceUrl}/readyz`)).status === 200, 10_000, 'ready')
+  await cluster.stopServer()
+  let stopped = true
+  t.after(async () => { if (stopped) await cluster.startServer() })
+  const call = await harness.simulator.placeCall()
+  const stream = harness.simulator.openStream(call, { inbound: sample.inbound, outbound: sample.outbound, speed: 20 })
+  assert.equal((await stream.done).code, 1000)
+  await waitFor(async () => await metricValue(harness.app, 'medstream_calls_total', { outcome: 'completed' }) === 1, 10_000, 'call ended')
+
+  // What server.ts does at the drain deadline: the sink keeps trying until then, then gives up.
+  await harness.app.events.close(Date.now() + 500)
+  assert.equal(await metricValue(harness.app, 'medstream_events_lost_total', { reason: 'shutdown' }), EVENTS_PER_CALL)
+  assert.equal(await metricValue(harness.app, 'medstream_events_lost_total', { reason: 'buffer_full' }), 0)
+  const lost = harness.logs.filter((line) => line.reason === 'shutdown' && line.callSid === call.callSid)
+  assert.deepEqual(lost.map((line) => line.sequence), Array.from({ length: EVENTS_PER_CALL }, (_, i) => i + 1))
+  for (const turn of sample.turns) assert.ok(!harness.logText().includes(turn.text), 'never a transcript in the log')
+  await cluster.startServer()
+  stopped = false
+})
