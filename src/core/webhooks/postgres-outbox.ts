@@ -51,7 +51,7 @@ type Queryable = Pick<pg.PoolClient, 'query'>
 export class PostgresOutbox implements OutboxStore {
   readonly backend = 'postgres'
   /** This replica's name in `outbox_leases`. */
-  readonly owner: string
+  readonly #owner: string
   readonly pool: pg.Pool
   readonly #leaseMs: number
   readonly #logger: CoreLogger
@@ -61,7 +61,7 @@ export class PostgresOutbox implements OutboxStore {
   #closePromise: Promise<void> | null = null
 
   constructor (options: PostgresOutboxOptions) {
-    this.owner = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
+    this.#owner = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
     this.#leaseMs = options.leaseMs ?? 15_000
     this.#logger = options.logger
     this.pool = new pg.Pool({
@@ -86,11 +86,6 @@ export class PostgresOutbox implements OutboxStore {
   /** Runs the schema migrations (see `migrations.ts`); throws `SchemaError` on a newer schema. */
   async migrate (): Promise<{ from: number, to: number }> {
     return await migrate(this.pool)
-  }
-
-  /** One round trip; fails when the database is unreachable. */
-  async ping (): Promise<void> {
-    await this.pool.query('SELECT 1')
   }
 
   async insertMany (events: readonly OutgoingEvent[], now: number = Date.now()): Promise<number> {
@@ -131,7 +126,7 @@ export class PostgresOutbox implements OutboxStore {
       SELECT stream_sid, $4, ${DB_NOW} + $5 FROM due
       ON CONFLICT (stream_sid) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
         WHERE outbox_leases.owner = EXCLUDED.owner OR outbox_leases.expires_at <= ${DB_NOW}
-      RETURNING stream_sid`, [now, limit, [...exclude], this.owner, this.#leaseMs])
+      RETURNING stream_sid`, [now, limit, [...exclude], this.#owner, this.#leaseMs])
     const streams = leased.rows.map((row) => row.stream_sid)
     if (streams.length === 0) return []
     for (const streamSid of streams) this.#held.add(streamSid)
@@ -157,7 +152,7 @@ export class PostgresOutbox implements OutboxStore {
 
   async release (streamSid: string): Promise<void> {
     this.#held.delete(streamSid)
-    await this.pool.query('DELETE FROM outbox_leases WHERE stream_sid = $1 AND owner = $2', [streamSid, this.owner])
+    await this.pool.query('DELETE FROM outbox_leases WHERE stream_sid = $1 AND owner = $2', [streamSid, this.#owner])
   }
 
   async nextDueAt (now: number): Promise<number | null> {
@@ -292,7 +287,7 @@ export class PostgresOutbox implements OutboxStore {
     this.#renewTimer = null
     this.#closePromise = (async () => {
       try {
-        await this.pool.query('DELETE FROM outbox_leases WHERE owner = $1', [this.owner])
+        await this.pool.query('DELETE FROM outbox_leases WHERE owner = $1', [this.#owner])
       } catch {
         // Unreachable: the leases expire on their own.
       }
@@ -312,7 +307,7 @@ export class PostgresOutbox implements OutboxStore {
     if (this.#held.size === 0) return
     try {
       await this.pool.query(`UPDATE outbox_leases SET expires_at = ${DB_NOW} + $3 WHERE owner = $1 AND stream_sid = ANY($2::text[])`,
-        [this.owner, [...this.#held], this.#leaseMs])
+        [this.#owner, [...this.#held], this.#leaseMs])
     } catch (err) {
       this.#logger.warn({ err: { message: (err as Error).message } }, 'postgres lease renewal failed; another replica may take the streams when they expire')
     }

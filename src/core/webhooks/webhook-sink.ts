@@ -28,7 +28,7 @@ export interface WebhookSinkOptions extends Omit<WebhookSenderOptions, 'outbox' 
   onFatal?: (err: Error) => void
 }
 
-export const DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+const DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 const CONNECT_RETRY_INITIAL_MS = 250
 const CONNECT_RETRY_MAX_MS = 5000
 
@@ -80,22 +80,12 @@ export class WebhookSink implements EventSink {
     }
   }
 
-  /** False until the outbox can be written (fleet mode: connected and migrated). */
-  get connected (): boolean {
-    return this.#connected
-  }
-
   /**
    * False while new calls should go elsewhere: fleet mode before the database was first reached,
    * or with the in-memory buffer past half its bound.
    */
   get accepting (): boolean {
     return this.#connected && this.#queue?.aboveHighWater !== true
-  }
-
-  /** Bytes waiting in memory for PostgreSQL (0 with SQLite). */
-  get bufferedBytes (): number {
-    return this.#queue?.bytes ?? 0
   }
 
   /**
