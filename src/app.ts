@@ -10,7 +10,8 @@ import callsPlugin from './plugins/calls.ts'
 import eventsPlugin from './plugins/events.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import healthRoutes from './routes/health.ts'
-import twilioMediaRoutes, { MAX_MESSAGE_BYTES } from './routes/twilio-media.ts'
+import { MAX_MESSAGE_BYTES } from './core/twilio/messages.ts'
+import twilioMediaRoutes from './routes/twilio-media.ts'
 import twilioVoiceRoutes from './routes/twilio-voice.ts'
 
 export interface AppOptions {
@@ -41,8 +42,8 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   })
   await app.register(metricsPlugin, {
     version: options.version,
-    ...(options.registry === undefined ? {} : { registry: options.registry }),
-    ...(options.processMetrics === undefined ? {} : { processMetrics: options.processMetrics })
+    registry: options.registry,
+    processMetrics: options.processMetrics
   })
   await app.register(eventsPlugin, { config, version: options.version, ...(options.events === undefined ? {} : { sink: options.events }) })
   await app.register(callsPlugin, { maxCalls: config.maxCalls })
@@ -57,10 +58,10 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   await app.register(twilioVoiceRoutes, { config })
   await app.register(twilioMediaRoutes, {
     config,
-    ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
-    ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
-    ...(options.terminateTimeoutMs === undefined ? {} : { terminateTimeoutMs: options.terminateTimeoutMs }),
-    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
+    startTimeoutMs: options.startTimeoutMs,
+    reconnect: options.reconnect,
+    terminateTimeoutMs: options.terminateTimeoutMs,
+    heartbeatMs: options.heartbeatMs
   })
   return app
 }

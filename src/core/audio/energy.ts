@@ -1,3 +1,5 @@
+import type { Role } from '../call/types.ts'
+
 export interface TrackEnergyOptions {
   /** Resolution of the energy record, in ms of timeline; 1..1000, default 50. Queries are rounded out to whole blocks. */
   blockMs?: number
@@ -114,6 +116,33 @@ export class TrackEnergy {
     }
     return count === 0 ? null : sum / count
   }
+
+  /**
+   * Like meanSquare, but the blocks at either edge count only for the part of them inside
+   * `[fromMs, toMs)`, as if their energy were spread evenly: a window shorter than a few blocks (one
+   * word) then measures its own span rather than up to a block more on each side.
+   */
+  meanSquareWithin (fromMs: number, toMs: number): number | null {
+    if (!Number.isFinite(fromMs) || !Number.isFinite(toMs) || !(toMs > fromMs) || this.#newest < 0) return this.meanSquare(fromMs, toMs)
+    const blockMs = this.blockMs
+    const from = Math.max(0, fromMs)
+    const fromBlock = Math.floor(from / blockMs)
+    const toBlock = Math.ceil(toMs / blockMs) - 1
+    const lo = Math.max(fromBlock, this.#newest - this.#blockCount + 1)
+    const hi = Math.min(toBlock, this.#newest)
+    let sum = 0
+    let count = 0
+    for (let block = lo; block <= hi; block++) {
+      const slot = block % this.#blockCount
+      if (this.#ids[slot] !== block) continue
+      const start = block * blockMs
+      const weight = (Math.min(toMs, start + blockMs) - Math.max(from, start)) / blockMs
+      if (!(weight > 0)) continue
+      sum += this.#sums[slot]! * weight
+      count += this.#counts[slot]! * weight
+    }
+    return count === 0 ? null : sum / count
+  }
 }
 
 /**
@@ -122,7 +151,7 @@ export class TrackEnergy {
  * outbound track the agent. A silent track (0) loses to any sound on the other; two silent tracks, a
  * missing measurement or a margin not reached give 'unknown'.
  */
-export function roleFromEnergy (inbound: number | null, outbound: number | null, marginDb = 6): 'customer' | 'agent' | 'unknown' {
+export function roleFromEnergy (inbound: number | null, outbound: number | null, marginDb = 6): Role {
   if (!(marginDb >= 0) || !Number.isFinite(marginDb)) {
     throw new RangeError(`roleFromEnergy: marginDb must be a finite number ≥ 0, got ${marginDb}`)
   }

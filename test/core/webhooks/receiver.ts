@@ -8,7 +8,7 @@ import { Registry } from 'prom-client'
 import { createWebhookReceiver, listenWebhookReceiver } from '../../../scripts/webhook-receiver.ts'
 import type { ReceivedAttempt, Reply } from '../../../scripts/webhook-receiver.ts'
 import { serializeEvent } from '../../../src/core/webhooks/events.ts'
-import type { OutgoingEvent } from '../../../src/core/webhooks/events.ts'
+import type { OutgoingEvent, TranscriptTurnData } from '../../../src/core/webhooks/events.ts'
 import { Outbox } from '../../../src/core/webhooks/outbox.ts'
 import type { OutboxStore } from '../../../src/core/webhooks/outbox-store.ts'
 import { PostgresOutbox } from '../../../src/core/webhooks/postgres-outbox.ts'
@@ -120,7 +120,7 @@ export function streamSid (n: number): string {
 
 /** Event `sequence` of test call `n`, serialized once as the pipeline does. */
 export function testEvent (n: number, sequence: number, type: OutgoingEvent['type'] = 'transcript.turn'): OutgoingEvent {
-  return serializeEvent(type, { call_sid: callSid(n), stream_sid: streamSid(n), sequence, text: `I take metoprolol, ${sequence * 25} milligrams twice a day.` } as Parameters<typeof serializeEvent>[1])
+  return serializeEvent(type, { call_sid: callSid(n), stream_sid: streamSid(n), sequence, text: `I take metoprolol, ${sequence * 25} milligrams twice a day.` } as TranscriptTurnData)
 }
 
 export type Backend = 'sqlite' | 'postgres'
