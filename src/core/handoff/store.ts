@@ -1,32 +1,14 @@
 import pg from 'pg'
+import { migrate } from '../postgres/migrations.ts'
 
 /**
- * The handoff records in PostgreSQL, shared by every replica of a fleet: one row per (call, segment).
+ * The handoff records in PostgreSQL (table `stream_handoffs`, migration 2 in core/postgres/migrations.ts),
+ * shared by every replica of a fleet: one row per (call, segment).
  * The new replica inserts it when it accepts a handed-off stream (`offset_ms`, and where its first
  * audio lies); the old replica waits for that row, then writes the cut into it; the new replica
  * waits for the cut. Waiting is polling, batched: one query every POLL_MS answers every waiter of
  * the process, so 200 calls handed off at once cost 5 queries a second, not 1000.
  */
-
-/** Appended to the PostgreSQL migrations (a released migration never changes). */
-export const HANDOFF_MIGRATION = {
-  name: 'stream handoffs',
-  // Times are epoch milliseconds; offset, first audio and cut are call-timeline milliseconds.
-  sql: `
-    CREATE TABLE IF NOT EXISTS stream_handoffs (
-      call_sid TEXT NOT NULL,
-      segment INTEGER NOT NULL,
-      previous_stream_sid TEXT NOT NULL,
-      stream_sid TEXT NOT NULL,
-      offset_ms BIGINT NOT NULL,
-      first_audio_ms BIGINT NOT NULL,
-      accepted_at BIGINT NOT NULL,
-      cut_ms BIGINT,
-      cut_at BIGINT,
-      PRIMARY KEY (call_sid, segment)
-    );
-  `
-} as const
 
 /** How often waiters look for their row, ms. */
 const POLL_MS = 200
@@ -63,9 +45,12 @@ export class HandoffStore {
     this.#pool = pool
   }
 
-  /** Creates the table when the migrations have not (a database older than this build's list). */
+  /**
+   * Brings the schema to this build's version (the outbox does the same at start; the advisory lock
+   * makes the two, and every replica, take turns). Throws SchemaError for a newer database.
+   */
   async ensureSchema (): Promise<void> {
-    await this.#pool.query(HANDOFF_MIGRATION.sql)
+    await migrate(this.#pool)
   }
 
   /**
@@ -171,7 +156,7 @@ export class HandoffStore {
   }
 }
 
-/** A small pool of its own until the fleet's shared one exists. */
+/** The handoff's own small pool: the outbox's pool is busy with deliveries and sized for them. */
 export function createHandoffPool (databaseUrl: string): pg.Pool {
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 4, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 5000 })
   // An idle client cut by a server restart emits 'error' on the pool; the next query reports it.
