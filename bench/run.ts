@@ -98,6 +98,8 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
   if (outbox === 'postgres') {
     if (setup.postgres === null) throw new Error('a postgres outbox run needs the PostgreSQL cluster')
     env.DATABASE_URL = await setup.postgres.createDatabase('medstream_bench')
+    // No Twilio to hand calls to: a run's end drains in place.
+    env.HANDOFF_ON_DRAIN = 'false'
   }
   const profileStartedAt = Date.now()
   if (options.cpuProf) mkdirSync(PROFILE_DIR, { recursive: true })

@@ -86,6 +86,8 @@ async function startReplica (t: { after: (fn: () => void) => void }, name: strin
       DATA_DIR: join(dataDir, name),
       DATABASE_URL: databaseUrl,
       DRAIN_TIMEOUT_MS: '10000',
+      // These tests drain calls in place; stream handoff (on by default in fleet mode) has its own tests.
+      HANDOFF_ON_DRAIN: 'false',
       ...env
     },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -93,7 +93,12 @@ export class CallSession {
   #nextStreamSid: string | null = null
   /** Stream-clock end of the newest media frame, ms, and when it arrived (performance.now()). */
   #lastMediaEndMs = 0
-  #lastMediaAt = 0
+  /**
+   * The smallest (arrival − frame end) seen, ms: performance.now() at this stream's media.timestamp 0
+   * plus the fastest delivery. Frames can arrive late (a busy event loop, a congested path), never
+   * early, so the minimum is the best mapping of the stream's clock onto this process's.
+   */
+  #clockSkewMs = Number.POSITIVE_INFINITY
   /** Call-timeline ms of the first media frame; null if the stream ends without one. */
   readonly firstAudioMs: Promise<number | null>
   #resolveFirstAudio: ((ms: number | null) => void) | null = null
@@ -147,8 +152,10 @@ export class CallSession {
    * since it came (bounded, so a stalled stream does not run ahead).
    */
   get timelineNowMs (): number {
-    const sinceMs = this.#lastMediaAt === 0 ? 0 : Math.min(200, performance.now() - this.#lastMediaAt)
-    return Math.round(this.segment.offsetMs + this.#lastMediaEndMs + sinceMs)
+    // Never behind what has arrived; otherwise the stream's clock read off this process's clock,
+    // which a backlog of late frames does not hold back.
+    const streamNowMs = this.#clockSkewMs === Number.POSITIVE_INFINITY ? this.#lastMediaEndMs : Math.max(this.#lastMediaEndMs, performance.now() - this.#clockSkewMs)
+    return Math.round(this.segment.offsetMs + streamNowMs)
   }
 
   /**
@@ -229,9 +236,10 @@ export class CallSession {
     if (this.#ended !== null) return 'ok'
     this.#mediaMessages++
     this.#frameReceivedAt = performance.now()
-    this.#lastMediaAt = this.#frameReceivedAt
     const frameEndMs = timestampMs + samplesToMs(payload.length)
     if (frameEndMs > this.#lastMediaEndMs) this.#lastMediaEndMs = frameEndMs
+    const skewMs = this.#frameReceivedAt - frameEndMs
+    if (skewMs < this.#clockSkewMs) this.#clockSkewMs = skewMs
     if (this.#resolveFirstAudio !== null) {
       this.#resolveFirstAudio(Math.round(this.segment.offsetMs + timestampMs))
       this.#resolveFirstAudio = null
