@@ -54,6 +54,20 @@ test('postgres outbox hands a stream to another replica when the holder\'s lease
   assert.deepEqual((await a.claimDue(now, 10, new Set())).map((event) => event.id), [`${streamSid(1)}-1`])
 })
 
+test('postgres outbox aborts a stream\'s lease signal when a renewal finds the lease taken', async (t) => {
+  const [a] = await twoReplicas(t, 6000)
+  const now = Date.now()
+  await a.insertMany([testEvent(1, 1)], now)
+  const [due] = await a.claimDue(now, 10, new Set())
+  assert.ok(due?.lease !== undefined && !due.lease.aborted, 'a claimed head carries a live lease signal')
+  // The row is no longer this replica's (as after its lease expired and another replica claimed it).
+  await a.pool.query("UPDATE outbox_leases SET owner = 'other-replica' WHERE stream_sid = $1", [streamSid(1)])
+  // The next renewal (every 2 s with a 6 s lease) finds that out and aborts at once, well before the
+  // signal's own deadline (4.8 s after the claim).
+  await once(due.lease, 'abort', { signal: AbortSignal.timeout(3500) })
+  assert.equal(due.lease.aborted, true)
+})
+
 /**
  * A TCP relay to PostgreSQL on 127.0.0.1 whose `cut` makes the network a black hole for one replica:
  * open connections stop carrying bytes and new ones are accepted but never reach the server, so
