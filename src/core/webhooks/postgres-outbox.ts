@@ -15,7 +15,7 @@ export interface PostgresOutboxOptions {
    * How long a replica may attempt a stream's head before another replica may take the stream, ms.
    * Renewed every third of it while the attempt runs, so only a dead or cut-off replica lets one
    * expire. Default 15000: with the senders' 5 s poll a dead replica's streams resume within 20 s.
-   * An attempt outlives its lease never: one whose lease was not renewed in time is aborted a fifth
+   * No attempt outlives its lease: one whose lease was not renewed in time is aborted a fifth
    * of the lease (3 s) before the lease could expire (see `DueEvent.lease`).
    */
   leaseMs?: number
