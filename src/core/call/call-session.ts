@@ -5,6 +5,8 @@ import { TrackAligner } from '../audio/aligner.ts'
 import type { PushResult, Track } from '../audio/aligner.ts'
 import { Chunker } from '../audio/chunker.ts'
 import type { UpstreamError } from '../errors.ts'
+import { mapPartial } from '../live/partials.ts'
+import type { PartialTurn } from '../live/partials.ts'
 import type { Metrics } from '../metrics.ts'
 import { serializeEvent } from '../webhooks/events.ts'
 import type { EventSink, OutgoingEvent } from '../webhooks/events.ts'
@@ -166,6 +168,20 @@ export class CallSession {
     this.#metrics.callDuration.observe(durationSeconds)
     this.#logger.info({ reason, turns: this.#turns.count, audioMs: Math.round(this.#aligner.endSample / 8), durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
     this.#options.onEnded(this, reason)
+  }
+
+  /**
+   * Live view: this call's partial turns, on the call timeline with a role, go to `listener` while
+   * it is set; null stops them (and their parsing). Partials never reach the sink or a log line.
+   */
+  watchPartials (listener: ((partial: PartialTurn) => void) | null): void {
+    this.#link.setPartialListener(listener === null
+      ? null
+      : (turn, offsetSamples) => {
+          if (this.#ended !== null) return
+          const partial = mapPartial(turn, offsetSamples, this.#aligner.energy)
+          if (partial !== null) listener(partial)
+        })
   }
 
   /** Moves the batched counters to prom-client; called periodically and at the end. */
