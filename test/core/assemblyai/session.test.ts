@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { WebSocketServer } from 'ws'
+import type { WebSocket } from 'ws'
 import { AssemblyAiSession } from '../../../src/core/assemblyai/session.ts'
 import type { SessionClosed, SessionOptions } from '../../../src/core/assemblyai/session.ts'
 import type { SpeakerRevision, SpeechStarted, Turn, Warning } from '../../../src/core/assemblyai/protocol.ts'
@@ -475,7 +476,7 @@ test('session leaves non-final Turns unparsed when nobody listens for partials, 
     for (const client of wss.clients) client.terminate()
     wss.close(() => { resolve() })
   }))
-  const sockets: Array<import('ws').WebSocket> = []
+  const sockets: WebSocket[] = []
   wss.on('connection', (ws) => {
     sockets.push(ws)
     ws.send(JSON.stringify({ type: 'Begin', id: 'scripted', expires_at: 1 }))
