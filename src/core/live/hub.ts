@@ -45,6 +45,8 @@ export interface LiveHubOptions {
   /** Counts what viewers were sent, by event type, and the viewers connected. */
   onViewerCount?: (delta: number) => void
   onSent?: (type: LiveEventType) => void
+  /** Monotonic clock, ms (tests drive it). Default performance.now. */
+  now?: () => number
 }
 
 interface ResumePoint { segment: number, sequence: number }
@@ -114,12 +116,14 @@ export class LiveHub {
   readonly #intervalMs: number
   readonly #graceMs: number
   readonly #calls = new Map<string, LiveCall>()
+  readonly #now: () => number
   #closed = false
 
   constructor (options: LiveHubOptions) {
     this.#options = options
     this.#intervalMs = options.partialIntervalMs ?? 200
     this.#graceMs = options.graceMs ?? 60000
+    this.#now = options.now ?? (() => performance.now())
   }
 
   /** A durable event of a call, as the webhook sink got it. Never throws. */
@@ -265,7 +269,7 @@ export class LiveHub {
 
   #onPartial (call: LiveCall, partial: PartialTurn): void {
     if (call.ended || call.viewers.size === 0) return
-    const now = performance.now()
+    const now = this.#now()
     const wait = call.lastPartialAt + this.#intervalMs - now
     if (wait <= 0 && call.partialTimer === null) {
       this.#sendPartial(call, partial, now)
@@ -278,7 +282,7 @@ export class LiveHub {
       call.partialTimer = null
       const pending = call.pendingPartial
       call.pendingPartial = null
-      if (pending !== null && !call.ended) this.#sendPartial(call, pending, performance.now())
+      if (pending !== null && !call.ended) this.#sendPartial(call, pending, this.#now())
     }, Math.max(0, wait))
     call.partialTimer.unref()
   }
