@@ -134,8 +134,12 @@ test('hub keeps viewers across a handed_off call.ended and numbers the next segm
   hub.subscribe(CALL, undefined, v)
   publish('call.ended', { reason: 'handed_off' })
   assert.equal(v.ended, 0)
-  hub.publishFinal(serializeEvent('call.started', { call_sid: CALL, stream_sid: 'MZ2', sequence: 1, segment: 2 }))
-  hub.publishFinal(serializeEvent('transcript.turn', { call_sid: CALL, stream_sid: 'MZ2', sequence: 2, role: 'agent', upstream: { turn_order: 0 } }))
+  const next = (type: 'call.started' | 'transcript.turn', fields: Record<string, unknown>) => {
+    const data = { call_sid: CALL, stream_sid: 'MZ2', ...fields } as { call_sid: string, stream_sid: string, sequence: number }
+    hub.publishFinal(serializeEvent(type, data))
+  }
+  next('call.started', { sequence: 1, segment: 2 })
+  next('transcript.turn', { sequence: 2, role: 'agent', upstream: { turn_order: 0 } })
   assert.deepEqual(v.events.map((event) => event.id), ['1-2', '2-2'])
   assert.equal(hub.list()[0]?.segment, 2)
 })
