@@ -72,7 +72,7 @@ function signOut (message) {
   ui.input.focus()
 }
 
-function start (text) {
+function start (text, callSid = null) {
   const parsed = readToken(text)
   if (parsed === null) {
     signOut('This is not a viewer token (lv1.…). Check that it was copied whole.')
@@ -92,7 +92,8 @@ function start (text) {
     if (readToken(state.token ?? '')?.expiry * 1000 <= Date.now()) signOut('The viewer token has expired. Paste a new one to continue.')
   }, Math.min(parsed.expiry * 1000 - Date.now(), 2 ** 31 - 1))
   ui.form.hidden = true
-  if (parsed.scope === '*') showCalls()
+  if (callSid !== null) openCall(callSid, parsed.scope === '*')
+  else if (parsed.scope === '*') showCalls()
   else openCall(parsed.scope, false)
 }
 
@@ -195,7 +196,7 @@ async function follow (view) {
         }
         if (!waitingShown) setStatus('Waiting for the call to start…')
         waitingShown = true
-        await sleep(2000)
+        await sleep(1000)
         continue
       }
       if (!response.ok) throw new Error(`HTTP ${response.status}`)
@@ -344,7 +345,8 @@ const fromFragment = fragment.get('token')
 if (fromFragment !== null) {
   // Out of the address bar (and its history) at once; the tab keeps it in sessionStorage.
   history.replaceState(null, '', location.pathname + location.search)
-  start(fromFragment)
+  // `#token=…&call=CA…` opens one call directly (a supervisor's link to a call).
+  start(fromFragment, fragment.get('call'))
 } else {
   const kept = sessionStorage.getItem(TOKEN_KEY)
   if (kept !== null) start(kept)
