@@ -234,7 +234,8 @@ const CSP_SOURCE = /^('self'|[a-z][a-z0-9+.-]*:|([a-z][a-z0-9+.-]*:\/\/)?(\*\.)?
 function frameAncestors (env: Env): string {
   const raw = read(env, 'LIVE_VIEW_FRAME_ANCESTORS')
   if (raw === undefined) return "'none'"
-  const sources = raw.split(/\s+/)
+  // Quotes are easy to lose on the way through a shell or a .env parser: bare none/self mean the keywords.
+  const sources = raw.split(/\s+/).map((source) => (source === 'none' || source === 'self' ? `'${source}'` : source))
   if (sources.length === 1 && sources[0] === "'none'") return "'none'"
   for (const source of sources) {
     if (!CSP_SOURCE.test(source)) {

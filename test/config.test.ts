@@ -121,6 +121,7 @@ test('config keys viewer tokens with LIVE_VIEW_SECRET, else with a key derived f
 
 test('config takes CSP frame-ancestors sources and refuses anything that could end the directive', () => {
   assert.equal(loadConfig(base).liveViewFrameAncestors, "'none'")
+  assert.equal(loadConfig({ ...base, LIVE_VIEW_FRAME_ANCESTORS: 'none' }).liveViewFrameAncestors, "'none'", 'quotes lost on the way mean the keyword')
   assert.equal(loadConfig({ ...base, LIVE_VIEW_FRAME_ANCESTORS: "'self'  https://desk.example.org https://*.crm.example.com:8443" }).liveViewFrameAncestors, "'self' https://desk.example.org https://*.crm.example.com:8443")
   for (const bad of ["'none' 'self'", 'https://a.example.org; script-src *', 'https://a.example.org,https://b.example.org', "'unsafe-inline'"]) {
     assert.equal(failure({ ...base, LIVE_VIEW_FRAME_ANCESTORS: bad }).variable, 'LIVE_VIEW_FRAME_ANCESTORS', bad)
