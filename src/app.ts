@@ -28,7 +28,7 @@ export interface AppOptions {
   terminateTimeoutMs?: number
   heartbeatMs?: number
   /** Live view timings (tests shorten them): SSE heartbeat, partial interval and grace, ms. */
-  live?: { heartbeatMs?: number, partialIntervalMs?: number, graceMs?: number }
+  live?: { heartbeatMs?: number, partialIntervalMs?: number, graceMs?: number, databaseUrl?: string | null }
 }
 
 /**
@@ -50,7 +50,11 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   })
   await app.register(eventsPlugin, { config, version: options.version, ...(options.events === undefined ? {} : { sink: options.events }) })
   await app.register(callsPlugin, { maxCalls: config.maxCalls })
-  await app.register(livePlugin, { ...(options.live?.partialIntervalMs === undefined ? {} : { partialIntervalMs: options.live.partialIntervalMs }), ...(options.live?.graceMs === undefined ? {} : { graceMs: options.live.graceMs }) })
+  await app.register(livePlugin, {
+    ...(options.live?.partialIntervalMs === undefined ? {} : { partialIntervalMs: options.live.partialIntervalMs }),
+    ...(options.live?.graceMs === undefined ? {} : { graceMs: options.live.graceMs }),
+    databaseUrl: options.live?.databaseUrl ?? null
+  })
   await app.register(websocket, {
     options: {
       maxPayload: MAX_MESSAGE_BYTES,

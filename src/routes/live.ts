@@ -28,7 +28,7 @@ const CALL_SID = /^[A-Za-z0-9_-]{1,64}$/
  * is never logged (a view is logged with its scope and expiry).
  */
 export default async function liveRoutes (fastify: FastifyInstance, options: LiveRouteOptions): Promise<void> {
-  const { live } = fastify
+  const feed = fastify.liveFeed
   const page = readFileSync(new URL('index.html', PAGE_DIR))
   const assets = new Map(Object.entries(ASSETS).map(([name, asset]) => [name, { body: readFileSync(new URL(asset.file, PAGE_DIR)), type: asset.type }]))
   const csp = `default-src 'self'; frame-ancestors ${options.frameAncestors}; base-uri 'none'; form-action 'none'; object-src 'none'`
@@ -55,7 +55,7 @@ export default async function liveRoutes (fastify: FastifyInstance, options: Liv
     if (grant === null) return reply
     if (grant.scope !== SUPERVISOR_SCOPE) return forbid(request, reply, grant)
     request.log.info({ scope: grant.scope, expiresAt: grant.expiry }, 'live calls listed')
-    return { calls: live.list() }
+    return { calls: await feed.list() }
   })
 
   // One timer for every open stream of the process.
@@ -71,10 +71,29 @@ export default async function liveRoutes (fastify: FastifyInstance, options: Liv
     if (grant === null) return reply
     const { callSid } = request.params
     if (!grantCovers(grant, callSid)) return forbid(request, reply, grant)
-    if (!CALL_SID.test(callSid) || !live.has(callSid)) return reply.code(404).send({ error: 'not_live', message: 'no live call with this CallSid here' })
+    if (!CALL_SID.test(callSid)) return notLive(reply)
     const lastEventId = request.headers['last-event-id']
-    reply.hijack()
     const raw = reply.raw
+    // What the feed sends while it is being opened (the replay) waits for the headers.
+    const early: string[] = []
+    let streaming = false
+    let endedEarly = false
+    const subscription = await feed.open(callSid, typeof lastEventId === 'string' ? lastEventId : undefined, {
+      send: (event) => {
+        if (streaming) raw.write(formatEvent(event))
+        else early.push(formatEvent(event))
+      },
+      end: () => {
+        if (!streaming) {
+          endedEarly = true
+          return
+        }
+        streams.delete(raw)
+        raw.end()
+      }
+    })
+    if (subscription === null) return notLive(reply)
+    reply.hijack()
     raw.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-store',
@@ -82,26 +101,24 @@ export default async function liveRoutes (fastify: FastifyInstance, options: Liv
       // nginx and friends buffer responses unless told not to.
       'x-accel-buffering': 'no'
     })
-    raw.write('retry: 1000\n\n')
-    streams.add(raw)
+    raw.write(`retry: 1000\n\n${early.join('')}`)
+    streaming = true
     request.log.info({ scope: grant.scope, expiresAt: grant.expiry, resumed: lastEventId !== undefined }, 'live view opened')
-    const subscription = live.subscribe(callSid, typeof lastEventId === 'string' ? lastEventId : undefined, {
-      send: (event) => { raw.write(formatEvent(event)) },
-      end: () => {
-        streams.delete(raw)
-        raw.end()
-      }
-    })
     raw.on('close', () => {
       streams.delete(raw)
-      subscription?.close()
+      subscription.close()
       request.log.debug({ scope: grant.scope }, 'live view closed')
     })
-    if (subscription === null) {
-      streams.delete(raw)
+    if (endedEarly) {
       raw.end()
+      return
     }
+    streams.add(raw)
   })
+}
+
+function notLive (reply: FastifyReply): FastifyReply {
+  return reply.code(404).send({ error: 'not_live', message: 'no live call with this CallSid' })
 }
 
 /** One SSE message; `data` is one line of JSON, which never holds a raw newline. */

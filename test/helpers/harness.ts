@@ -46,7 +46,7 @@ export interface HarnessOptions {
   /** prom-client's process_* and nodejs_* metrics (default off: most tests build many apps). */
   processMetrics?: boolean
   /** Live view timings: SSE heartbeat, partial interval, grace (ms). */
-  live?: { heartbeatMs?: number, partialIntervalMs?: number, graceMs?: number }
+  live?: { heartbeatMs?: number, partialIntervalMs?: number, graceMs?: number, databaseUrl?: string }
 }
 
 export interface Harness {

@@ -47,6 +47,11 @@ export interface LiveHubOptions {
   onSent?: (type: LiveEventType) => void
   /** Monotonic clock, ms (tests drive it). Default performance.now. */
   now?: () => number
+  /**
+   * Fleet mode: a partial of a call of this process goes to other replicas too, while one of them
+   * holds a watch lease on the call (see leaseWatch).
+   */
+  fanOutPartial?: (callSid: string, event: LiveEvent) => void
 }
 
 interface ResumePoint { segment: number, sequence: number }
@@ -87,6 +92,12 @@ class LiveCall {
   pendingPartial: PartialTurn | null = null
   partialTimer: NodeJS.Timeout | null = null
   graceTimer: NodeJS.Timeout | null = null
+  /** Last final taken, to take each once whichever way it came (this process, or PostgreSQL). */
+  lastSegment = 0
+  lastSequence = 0
+  /** Fleet mode: another replica has viewers of this call until then (this process's clock, ms). */
+  remoteLeaseUntil = 0
+  leaseTimer: NodeJS.Timeout | null = null
 
   constructor (callSid: string, streamSid: string, segment: number, startedAt: string) {
     this.callSid = callSid
@@ -100,8 +111,10 @@ class LiveCall {
   clearTimers (): void {
     if (this.partialTimer !== null) clearTimeout(this.partialTimer)
     if (this.graceTimer !== null) clearTimeout(this.graceTimer)
+    if (this.leaseTimer !== null) clearTimeout(this.leaseTimer)
     this.partialTimer = null
     this.graceTimer = null
+    this.leaseTimer = null
     this.pendingPartial = null
   }
 }
@@ -198,6 +211,42 @@ export class LiveHub {
     }
   }
 
+  /** Where the call's finals stand here: a fleet catch-up reads what comes after. Null when unknown. */
+  lastFinal (callSid: string): { segment: number, sequence: number } | null {
+    const call = this.#calls.get(callSid)
+    return call === undefined ? null : { segment: call.lastSegment, sequence: call.lastSequence }
+  }
+
+  /** Calls with viewers here whose partials come from another replica (no local source). */
+  watchedElsewhere (): Array<{ callSid: string, streamSid: string }> {
+    const calls: Array<{ callSid: string, streamSid: string }> = []
+    for (const call of this.#calls.values()) {
+      if (!call.ended && call.viewers.size > 0 && call.source === null) calls.push({ callSid: call.callSid, streamSid: call.streamSid })
+    }
+    return calls
+  }
+
+  /** Fleet mode: another replica has viewers of this call; watch its partials until `untilMs`. */
+  leaseWatch (callSid: string, untilMs: number): void {
+    const call = this.#calls.get(callSid)
+    if (call === undefined || call.ended || this.#closed) return
+    call.remoteLeaseUntil = Math.max(call.remoteLeaseUntil, untilMs)
+    this.#attachSource(call)
+    if (call.leaseTimer !== null) clearTimeout(call.leaseTimer)
+    call.leaseTimer = setTimeout(() => {
+      call.leaseTimer = null
+      if (call.viewers.size === 0 && this.#now() >= call.remoteLeaseUntil) this.#detachSource(call)
+    }, Math.max(0, call.remoteLeaseUntil - this.#now()))
+    call.leaseTimer.unref()
+  }
+
+  /** Fleet mode: a partial another replica produced, for the viewers here. */
+  deliverPartial (callSid: string, event: LiveEvent): void {
+    const call = this.#calls.get(callSid)
+    if (call === undefined || call.ended) return
+    for (const viewer of call.viewers) this.#send(viewer, event)
+  }
+
   /** Ends every viewer's stream and forgets every call; idempotent. */
   close (): void {
     if (this.#closed) return
@@ -219,9 +268,15 @@ export class LiveHub {
     let call = this.#calls.get(event.callSid)
     if (call === undefined) {
       call = new LiveCall(event.callSid, event.streamSid, segment, typeof data.started_at === 'string' ? data.started_at : new Date().toISOString())
+      call.lastSegment = segment
+      call.lastSequence = event.sequence
       this.#calls.set(event.callSid, call)
       return
     }
+    // Taken already (fleet mode sees its own events twice: in process and from PostgreSQL).
+    if (segment <= call.segment) return
+    call.lastSegment = segment
+    call.lastSequence = event.sequence
     // The next segment of a call handed off to this process: same call, same viewers.
     this.#detachSource(call)
     if (call.graceTimer !== null) clearTimeout(call.graceTimer)
@@ -235,6 +290,9 @@ export class LiveHub {
   #onFinal (event: OutgoingEvent, data: Record<string, unknown>): void {
     const call = this.#calls.get(event.callSid)
     if (call === undefined) return
+    if (call.segment < call.lastSegment || (call.segment === call.lastSegment && event.sequence <= call.lastSequence)) return
+    call.lastSegment = call.segment
+    call.lastSequence = event.sequence
     const final: StoredFinal = { type: event.type as LiveEventType, id: `${call.segment}-${event.sequence}`, data: JSON.stringify(data), segment: call.segment, sequence: event.sequence }
     call.finals.push(final)
     if (call.finals.length > MAX_FINALS_PER_CALL) call.finals.shift()
@@ -268,8 +326,8 @@ export class LiveHub {
   }
 
   #onPartial (call: LiveCall, partial: PartialTurn): void {
-    if (call.ended || call.viewers.size === 0) return
     const now = this.#now()
+    if (call.ended || (call.viewers.size === 0 && call.remoteLeaseUntil <= now)) return
     const wait = call.lastPartialAt + this.#intervalMs - now
     if (wait <= 0 && call.partialTimer === null) {
       this.#sendPartial(call, partial, now)
@@ -305,6 +363,7 @@ export class LiveHub {
       })
     }
     for (const viewer of call.viewers) this.#send(viewer, event)
+    if (this.#options.fanOutPartial !== undefined && call.remoteLeaseUntil > now) this.#options.fanOutPartial(call.callSid, event)
   }
 
   #send (viewer: LiveViewer, event: LiveEvent): void {
@@ -319,7 +378,7 @@ export class LiveHub {
   #removeViewer (call: LiveCall, viewer: LiveViewer): void {
     if (!call.viewers.delete(viewer)) return
     this.#options.onViewerCount?.(-1)
-    if (call.viewers.size === 0) {
+    if (call.viewers.size === 0 && call.remoteLeaseUntil <= this.#now()) {
       this.#detachSource(call)
       if (call.partialTimer !== null) clearTimeout(call.partialTimer)
       call.partialTimer = null
