@@ -19,6 +19,11 @@ const ASSETS: Record<string, { file: string, type: string }> = {
   'live-view.js': { file: 'live-view.js', type: 'text/javascript; charset=utf-8' },
   'live-view.css': { file: 'live-view.css', type: 'text/css; charset=utf-8' }
 }
+/**
+ * A viewer that reads slower than the call speaks is cut off past this much unsent data (partials
+ * add up to a few KB a second): it reconnects with Last-Event-ID and loses no final.
+ */
+const MAX_UNSENT_BYTES = 1024 * 1024
 /** A CallSid as Twilio writes them; anything else cannot be a live call. */
 const CALL_SID = /^[A-Za-z0-9_-]{1,64}$/
 
@@ -80,8 +85,14 @@ export default async function liveRoutes (fastify: FastifyInstance, options: Liv
     let endedEarly = false
     const subscription = await feed.open(callSid, typeof lastEventId === 'string' ? lastEventId : undefined, {
       send: (event) => {
-        if (streaming) raw.write(formatEvent(event))
-        else early.push(formatEvent(event))
+        if (!streaming) {
+          early.push(formatEvent(event))
+        } else if (raw.writableLength > MAX_UNSENT_BYTES) {
+          request.log.warn({ scope: grant.scope, unsentBytes: raw.writableLength }, 'live view cut off: the viewer reads too slowly')
+          raw.destroy()
+        } else {
+          raw.write(formatEvent(event))
+        }
       },
       end: () => {
         if (!streaming) {
