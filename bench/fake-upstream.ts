@@ -2,13 +2,15 @@
  * The fake AssemblyAI server in a process of its own, so its CPU is not the service's. Started by
  * bench/run.ts with an IPC channel: it answers `collect` with each session's audio byte count and the
  * arrival time of every binary frame (epoch ms), from which the outside latency is computed.
+ * Arguments: the API key it accepts, then (with `--tls`) the PEM certificate and key files it serves
+ * wss with.
  */
 import { readFileSync } from 'node:fs'
 import { startFakeAssemblyAi } from '../test/fakes/assemblyai-server.ts'
 import type { FakeUtterance } from '../test/fakes/assemblyai-server.ts'
 import type { ChildMessage, ParentMessage, UpstreamSessionReport } from './lib/ipc.ts'
 
-const apiKey = process.argv[2]
+const [apiKey, certFile, keyFile] = process.argv.slice(2)
 if (apiKey === undefined || process.send === undefined) {
   process.stderr.write('bench/fake-upstream.ts is started by bench/run.ts (needs an API key argument and an IPC channel)\n')
   process.exit(1)
@@ -22,7 +24,8 @@ for (let i = 0; i < 1000; i++) {
   script.push({ text: turn.text, speaker: turn.track === 'outbound' ? 'A' : 'B' })
 }
 
-const fake = await startFakeAssemblyAi({ apiKeys: [apiKey], script, recordAudio: false })
+const tls = certFile === undefined || keyFile === undefined ? undefined : { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') }
+const fake = await startFakeAssemblyAi({ apiKeys: [apiKey], script, recordAudio: false, ...(tls === undefined ? {} : { tls }) })
 const send = (message: ChildMessage): void => { process.send?.(message) }
 
 function callKey (query: URLSearchParams): string | null {

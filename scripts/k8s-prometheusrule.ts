@@ -1,4 +1,4 @@
-// Rewrites k8s/prometheusrule.yaml from observability/prometheus/alerts.yml: the PrometheusRule's
+// Rewrites k8s/components/prometheus-operator/prometheusrule.yaml from observability/prometheus/alerts.yml: the PrometheusRule's
 // spec.groups are a copy of that file's groups (kustomize cannot wrap a file into a custom resource).
 // test/deploy/k8s.test.ts fails until this is run after a change to alerts.yml.
 //   node scripts/k8s-prometheusrule.ts
@@ -12,7 +12,7 @@ const alerts = parse(readFileSync(join(root, 'observability/prometheus/alerts.ym
 const header = `# The alert rules of observability/prometheus/alerts.yml for prometheus-operator: spec.groups is a
 # copy of that file's groups (kustomize cannot wrap a file into a custom resource), written by
 # \`node scripts/k8s-prometheusrule.ts\`; test/deploy/k8s.test.ts fails when the two differ.
-# kube-prometheus-stack only picks up rules carrying its release label: add it if yours does.
+# The kube-prometheus-stack \`release\` label is added by this component's kustomization.yaml.
 `
 const rule = {
   apiVersion: 'monitoring.coreos.com/v1',
@@ -20,4 +20,4 @@ const rule = {
   metadata: { name: 'medstream', labels: { 'app.kubernetes.io/name': 'medstream' } },
   spec: { groups: alerts.groups }
 }
-writeFileSync(join(root, 'k8s/prometheusrule.yaml'), header + stringify(rule, { lineWidth: 0 }))
+writeFileSync(join(root, 'k8s/components/prometheus-operator/prometheusrule.yaml'), header + stringify(rule, { lineWidth: 0 }))

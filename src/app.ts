@@ -12,7 +12,8 @@ import livePlugin from './plugins/live.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import healthRoutes from './routes/health.ts'
 import liveRoutes from './routes/live.ts'
-import twilioMediaRoutes, { MAX_MESSAGE_BYTES } from './routes/twilio-media.ts'
+import { MAX_MESSAGE_BYTES } from './core/twilio/messages.ts'
+import twilioMediaRoutes from './routes/twilio-media.ts'
 import twilioVoiceRoutes from './routes/twilio-voice.ts'
 
 export interface AppOptions {
@@ -45,8 +46,8 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   })
   await app.register(metricsPlugin, {
     version: options.version,
-    ...(options.registry === undefined ? {} : { registry: options.registry }),
-    ...(options.processMetrics === undefined ? {} : { processMetrics: options.processMetrics })
+    registry: options.registry,
+    processMetrics: options.processMetrics
   })
   await app.register(eventsPlugin, { config, version: options.version, ...(options.events === undefined ? {} : { sink: options.events }) })
   await app.register(callsPlugin, { maxCalls: config.maxCalls })
@@ -67,10 +68,10 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   await app.register(liveRoutes, { key: config.liveViewKey, frameAncestors: config.liveViewFrameAncestors, ...(options.live?.heartbeatMs === undefined ? {} : { heartbeatMs: options.live.heartbeatMs }) })
   await app.register(twilioMediaRoutes, {
     config,
-    ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
-    ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
-    ...(options.terminateTimeoutMs === undefined ? {} : { terminateTimeoutMs: options.terminateTimeoutMs }),
-    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
+    startTimeoutMs: options.startTimeoutMs,
+    reconnect: options.reconnect,
+    terminateTimeoutMs: options.terminateTimeoutMs,
+    heartbeatMs: options.heartbeatMs
   })
   return app
 }

@@ -7,7 +7,7 @@ import { deriveLiveViewKey } from './core/live/viewer-token.ts'
 import { deriveStreamTokenSecret } from './core/twilio/stream-token.ts'
 
 /**
- * The one configuration schema (DESIGN.md "Environment"). This module is the only reader of
+ * The one configuration schema (docs/interface.md, "Environment"). This module is the only reader of
  * `process.env`; everything else receives a validated `Config`.
  */
 export interface Config {

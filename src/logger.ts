@@ -2,7 +2,7 @@ import pino from 'pino'
 import type { DestinationStream, Logger } from 'pino'
 
 /**
- * The rule for PHI (DESIGN.md): transcript text, phone numbers and custom parameters only ever go
+ * The rule for PHI (docs/interface.md, "Logs"): transcript text, phone numbers and custom parameters only ever go
  * under a `pii` key, and secrets never go into a log at all. Redaction removes both unless LOG_PII is
  * on for local debugging; the secret paths are redacted even then.
  */

@@ -71,8 +71,10 @@ export type ChildMessage =
   | LoadReport
   | { type: 'sessions', sessions: UpstreamSessionReport[] }
   | { type: 'floor-stats', connections: number, frames: number, payloadBytes: number }
+  | { type: 'receiver-stats', requests: number, events: number }
 
 export type ParentMessage =
   | { type: 'plan', plan: LoadPlan }
   | { type: 'collect', fromAt: number }
   | { type: 'floor-stats' }
+  | { type: 'receiver-stats' }

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { cpus, totalmem } from 'node:os'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 
 /** Clock ticks per second of /proc's utime and stime; 100 on every mainstream Linux. */
 export const CLOCK_TICKS_PER_SECOND = readClockTicks()
@@ -31,6 +31,46 @@ export function cpuTimes (pid: number): { user: number, system: number } {
   // The command name (field 2) may contain spaces and parentheses; fields are counted after its ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return { user: Number(fields[11]) / CLOCK_TICKS_PER_SECOND, system: Number(fields[12]) / CLOCK_TICKS_PER_SECOND }
+}
+
+/**
+ * CPU seconds of a process and its children, the exited ones included (the kernel adds a reaped
+ * child's time to its parent's cutime and cstime): a PostgreSQL server, whose backends come and go.
+ */
+export function treeCpuSeconds (pid: number): number {
+  let sum = 0
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let fields: string[]
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    } catch {
+      continue // exited meanwhile
+    }
+    const self = Number(entry) === pid
+    if (!self && Number(fields[1]) !== pid) continue
+    // utime, stime, cutime, cstime: fields 14–17 of the line, 12–15 after the command name.
+    sum += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS_PER_SECOND
+  }
+  return sum
+}
+
+/** The pid of the process whose command line holds `args` in a row (e.g. a server's `-p 5432`). */
+export function findProcess (args: string[]): number | null {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let argv: string[]
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0')
+    } catch {
+      continue
+    }
+    for (let i = 0; i + args.length <= argv.length; i++) {
+      if (args.every((arg, j) => argv[i + j] === arg)) return Number(entry)
+    }
+  }
+  return null
 }
 
 /** Resident set size in KiB (VmRSS). */

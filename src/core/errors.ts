@@ -34,15 +34,23 @@ export class ConfigError extends MedstreamError {
 }
 
 /**
- * An AssemblyAI session failure. `closeCode` is the WebSocket close code (equal to the Error frame's
- * `error_code`), or 'network' when the socket failed without one (1006, DNS, TCP reset).
+ * What ended an AssemblyAI session: a WebSocket close code (equal to the Error frame's `error_code`),
+ * 'network' when the socket failed without one (1006, DNS, TCP reset), or the HTTP status with which
+ * the server refused the upgrade.
  */
+export type UpstreamFailure = { closeCode: number | 'network' } | { httpStatus: number }
+
+/** An AssemblyAI session failure; exactly one of `closeCode` and `httpStatus` is set. */
 export class UpstreamError extends MedstreamError {
-  readonly closeCode: number | 'network'
-  constructor (closeCode: number | 'network', message: string, retryable: boolean, cause?: unknown) {
+  /** The WebSocket close code, or 'network'; null when the upgrade was refused over HTTP. */
+  readonly closeCode: number | 'network' | null
+  /** The HTTP status of a refused upgrade; null once the WebSocket was open. */
+  readonly httpStatus: number | null
+  constructor (failure: UpstreamFailure, message: string, retryable: boolean, cause?: unknown) {
     super('MS_ERR_UPSTREAM', message, { retryable, cause })
     this.name = 'UpstreamError'
-    this.closeCode = closeCode
+    this.closeCode = 'closeCode' in failure ? failure.closeCode : null
+    this.httpStatus = 'httpStatus' in failure ? failure.httpStatus : null
   }
 }
 

@@ -1,9 +1,10 @@
 import { Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
 import type { Registry } from 'prom-client'
+import { ROLES, TRACKS } from './call/types.ts'
 
 /**
  * Every medstream metric, declared once, on the one registry the app creates.
- * Names, labels and buckets are part of the interface contract (DESIGN.md "Metrics"): dashboards and
+ * Names, labels and buckets are part of the interface contract (docs/interface.md, "Metrics"): dashboards and
  * alerts depend on them. Labels are closed sets; never a call id, phone number or URL.
  */
 export function createMetrics (registry: Registry, version: string) {
@@ -13,12 +14,13 @@ export function createMetrics (registry: Registry, version: string) {
     callsTotal: new Counter({ name: 'medstream_calls_total', help: 'Calls finished, by outcome.', labelNames: ['outcome'] as const, registers }),
     callDuration: new Histogram({ name: 'medstream_call_duration_seconds', help: 'Length of finished calls.', buckets: [30, 60, 120, 300, 600, 1200, 1800, 3600, 7200], registers }),
     streamRejections: new Counter({ name: 'medstream_stream_rejections_total', help: 'Media stream upgrades or starts refused, by reason.', labelNames: ['reason'] as const, registers }),
+    upgradeSignatures: new Counter({ name: 'medstream_upgrade_signatures_total', help: 'Media stream upgrades accepted, by the URL form their Twilio signature was computed over.', labelNames: ['form'] as const, registers }),
     twilioMessages: new Counter({ name: 'medstream_twilio_messages_total', help: 'Twilio Media Streams messages received, by event.', labelNames: ['event'] as const, registers }),
     twilioInvalidMessages: new Counter({ name: 'medstream_twilio_invalid_messages_total', help: 'Twilio messages ignored or refused as invalid, by reason.', labelNames: ['reason'] as const, registers }),
     audioReceived: new Counter({ name: 'medstream_audio_received_seconds_total', help: 'Audio received from Twilio, by track.', labelNames: ['track'] as const, registers }),
     audioGap: new Counter({ name: 'medstream_audio_gap_seconds_total', help: 'Silence inserted for missing or late Twilio audio, by track.', labelNames: ['track'] as const, registers }),
     upstreamAudioSent: new Counter({ name: 'medstream_upstream_audio_sent_seconds_total', help: 'Audio sent to AssemblyAI (a cost proxy).', registers }),
-    // Not in DESIGN.md's table: audio that could not be kept for the upstream during a long outage
+    // Audio that could not be kept for the upstream during a long outage
     // (beyond the 30 s replay bound). Nothing is dropped silently.
     upstreamAudioDropped: new Counter({ name: 'medstream_upstream_audio_dropped_seconds_total', help: 'Audio given up because the upstream was unavailable for longer than the replay bound.', registers }),
     upstreamSessionsActive: new Gauge({ name: 'medstream_upstream_sessions_active', help: 'Open AssemblyAI streaming sessions.', registers }),
@@ -32,7 +34,7 @@ export function createMetrics (registry: Registry, version: string) {
     webhookDelivery: new Histogram({ name: 'medstream_webhook_delivery_seconds', help: 'Duration of webhook delivery attempts.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30], registers }),
     webhookOutboxEvents: new Gauge({ name: 'medstream_webhook_outbox_events', help: 'Events in the durable outbox, by state.', labelNames: ['state'] as const, registers }),
     webhookOutboxOldestAge: new Gauge({ name: 'medstream_webhook_outbox_oldest_age_seconds', help: 'Age of the oldest pending event in the outbox.', registers }),
-    // Not in DESIGN.md's table: a 410 Gone pauses delivery until an operator resumes it, and that
+    // A 410 Gone pauses delivery until an operator resumes it, and that
     // must page someone rather than hide in a log line.
     webhookEndpointPaused: new Gauge({ name: 'medstream_webhook_endpoint_paused', help: '1 while delivery is paused after the receiver answered 410 Gone.', registers }),
     buildInfo: new Gauge({ name: 'medstream_build_info', help: 'Always 1; the version label says which build runs.', labelNames: ['version'] as const, registers })
@@ -42,6 +44,7 @@ export function createMetrics (registry: Registry, version: string) {
   // absent-based alerts then behave from the first scrape.
   for (const outcome of CALL_OUTCOMES) metrics.callsTotal.inc({ outcome }, 0)
   for (const reason of REJECTION_REASONS) metrics.streamRejections.inc({ reason }, 0)
+  for (const form of UPGRADE_SIGNATURE_FORMS) metrics.upgradeSignatures.inc({ form }, 0)
   for (const event of TWILIO_EVENTS) metrics.twilioMessages.inc({ event }, 0)
   for (const reason of INVALID_REASONS) metrics.twilioInvalidMessages.inc({ reason }, 0)
   for (const track of TRACKS) { metrics.audioReceived.inc({ track }, 0); metrics.audioGap.inc({ track }, 0) }
@@ -56,16 +59,16 @@ export type Metrics = ReturnType<typeof createMetrics>
 
 export const CALL_OUTCOMES = ['completed', 'transcription_failed', 'stream_error', 'shutdown'] as const
 export const REJECTION_REASONS = ['signature', 'token', 'capacity', 'draining', 'start_timeout', 'duplicate'] as const
+/** The URL a media upgrade's accepted Twilio signature was computed over (see core/twilio/signature.ts). */
+export const UPGRADE_SIGNATURE_FORMS = ['wss', 'wss_slash', 'https', 'https_slash'] as const
 export const TWILIO_EVENTS = ['connected', 'start', 'media', 'stop', 'mark', 'dtmf', 'unknown'] as const
 export const INVALID_REASONS = ['json', 'schema', 'size', 'binary', 'order', 'timestamp'] as const
-export const TRACKS = ['inbound', 'outbound'] as const
 export const UPSTREAM_ERROR_CODES = ['1008', '1011', '3005', '3006', '3007', '3008', '3009', 'network', 'other'] as const
-export const ROLES = ['customer', 'agent', 'unknown'] as const
 export const DELIVERY_RESULTS = ['success', 'retry', 'dead'] as const
 export const OUTBOX_STATES = ['pending', 'dead'] as const
 
 export type InvalidReason = typeof INVALID_REASONS[number]
-export type RejectionReason = typeof REJECTION_REASONS[number]
+export type UpgradeSignatureForm = typeof UPGRADE_SIGNATURE_FORMS[number]
 export type UpstreamErrorLabel = typeof UPSTREAM_ERROR_CODES[number]
 
 /**

@@ -13,9 +13,9 @@ declare module 'fastify' {
 export interface MetricsPluginOptions {
   version: string
   /** A registry to use instead of a new one (tests share one between two apps). */
-  registry?: Registry
+  registry?: Registry | undefined
   /** Process and Node.js metrics; off in tests that build many apps in one process. */
-  processMetrics?: boolean
+  processMetrics?: boolean | undefined
 }
 
 /** The one prom-client registry, created with the app; every part adds its metrics to it. */

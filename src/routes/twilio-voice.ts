@@ -1,110 +1,48 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config.ts'
-import { validateHttpSignature } from '../core/twilio/signature.ts'
-import { mintStreamToken } from '../core/twilio/stream-token.ts'
-import { buildStreamTwiml } from '../core/twilio/twiml.ts'
-
-type FormParams = Record<string, string | string[]>
+import { TwilioSignatures } from '../core/twilio/signature.ts'
+import { answerVoiceWebhook, parseForm, readStreamStatus } from '../core/twilio/voice.ts'
+import type { FormParams } from '../core/twilio/voice.ts'
 
 export interface TwilioRouteOptions {
   config: Config
 }
 
-/** Twilio's form bodies, kept whole: the signature covers every parameter Twilio sent. */
-function parseForm (body: string): FormParams {
-  const params: FormParams = Object.create(null) as FormParams
-  for (const [name, value] of new URLSearchParams(body)) {
-    const existing = params[name]
-    if (existing === undefined) params[name] = value
-    else if (Array.isArray(existing)) existing.push(value)
-    else params[name] = [existing, value]
-  }
-  return params
-}
-
-function single (params: FormParams, name: string): string | undefined {
-  const value = params[name]
-  return Array.isArray(value) ? value[0] : value
-}
-
-/**
- * Checks `X-Twilio-Signature` over PUBLIC_URL's origin plus the path and query as requested: behind
- * a proxy the Host header and scheme are not what Twilio signed.
- */
-export function checkTwilioSignature (config: Config, request: FastifyRequest, reply: FastifyReply, params: FormParams): boolean {
-  if (!config.twilioSignatureCheck) return true
-  const url = config.publicUrl.origin + request.url
-  const signature = request.headers['x-twilio-signature']
-  if (validateHttpSignature(config.twilioAuthToken ?? '', typeof signature === 'string' ? signature : undefined, url, params)) return true
-  request.log.warn({ path: request.url.split('?')[0] }, 'twilio signature check failed')
-  void reply.code(403).send({ error: 'invalid Twilio signature' })
-  return false
-}
-
-export function streamUrls (publicUrl: URL): { streamUrl: string, statusCallbackUrl: string } {
-  // Twilio only connects to wss://; a plain http PUBLIC_URL (loopback development) maps to ws://.
-  const wsScheme = publicUrl.protocol === 'https:' ? 'wss:' : 'ws:'
-  return {
-    streamUrl: `${wsScheme}//${publicUrl.host}/twilio/media`,
-    statusCallbackUrl: `${publicUrl.origin}/twilio/stream-status`
-  }
-}
-
-const RESERVED_PARAMETERS = new Set(['token'])
-const SID = /^CA[0-9a-fA-F]{32}$/
-const ACCOUNT_SID = /^AC[0-9a-fA-F]{32}$/
-
+/** The voice webhook and the stream status callback: signature, then the answer core computes. */
 export default async function twilioVoiceRoutes (fastify: FastifyInstance, options: TwilioRouteOptions): Promise<void> {
   const { config } = options
+  const signatures = new TwilioSignatures(config.twilioAuthToken, config.publicUrl)
+  const settings = { publicUrl: config.publicUrl, streamTokenSecret: config.streamTokenSecret, forwardTo: config.forwardTo, continueUrl: config.twimlContinueUrl }
+
   fastify.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 65536 }, (_request, body, done) => {
     done(null, parseForm(body as string))
   })
 
+  // Both routes of this plugin: the signature covers PUBLIC_URL's origin plus the URL as requested.
+  fastify.addHook('preHandler', async (request, reply) => {
+    if (!config.twilioSignatureCheck) return
+    if (signatures.checkWebhook(request.headers['x-twilio-signature'], request.url, (request.body ?? {}) as FormParams)) return
+    if (request.routeOptions.url === '/twilio/voice') fastify.metrics.streamRejections.inc({ reason: 'signature' })
+    request.log.warn({ path: request.url.split('?')[0] }, 'twilio signature check failed')
+    return reply.code(403).send({ error: 'invalid Twilio signature' })
+  })
+
   fastify.post('/twilio/voice', async (request, reply) => {
-    const params = (request.body ?? {}) as FormParams
-    if (!checkTwilioSignature(config, request, reply, params)) {
-      fastify.metrics.streamRejections.inc({ reason: 'signature' })
-      return reply
-    }
-    const callSid = single(params, 'CallSid')
-    const accountSid = single(params, 'AccountSid')
-    if (callSid === undefined || accountSid === undefined || !SID.test(callSid) || !ACCOUNT_SID.test(accountSid)) {
-      return reply.code(400).send({ error: 'CallSid and AccountSid are required (CA… and AC… followed by 32 hex digits)' })
-    }
-    // The number's voice URL may carry per-number settings: `keyterms` joins the global list for the
-    // call, every other query parameter becomes a stream <Parameter> (e.g. clinic=north).
     const query = new URL(request.url, 'http://localhost').searchParams
-    const parameters: Record<string, string> = {}
-    for (const [name, value] of query) {
-      if (!RESERVED_PARAMETERS.has(name)) parameters[name] = value
+    const answer = answerVoiceWebhook((request.body ?? {}) as FormParams, query, settings, Date.now())
+    if (!answer.ok) return reply.code(400).send({ error: answer.error })
+    if (answer.droppedParameters.length > 0) {
+      request.log.warn({ callSid: answer.callSid, dropped: answer.droppedParameters.length }, 'stream parameters over Twilio\'s 500-character limit were left out')
     }
-    parameters.token = mintStreamToken(config.streamTokenSecret, callSid, accountSid, Date.now())
-    const { streamUrl, statusCallbackUrl } = streamUrls(config.publicUrl)
-    const { twiml, droppedParameters } = buildStreamTwiml({
-      streamUrl,
-      statusCallbackUrl,
-      parameters,
-      forwardTo: config.forwardTo,
-      continueUrl: config.twimlContinueUrl
-    })
-    if (droppedParameters.length > 0) {
-      request.log.warn({ callSid, dropped: droppedParameters.length }, 'stream parameters over Twilio\'s 500-character limit were left out')
-    }
-    request.log.info({ callSid }, 'voice webhook answered')
-    return reply.type('text/xml').send(twiml)
+    request.log.info({ callSid: answer.callSid }, 'voice webhook answered')
+    return reply.type('text/xml').send(answer.twiml)
   })
 
   fastify.post('/twilio/stream-status', async (request, reply) => {
-    const params = (request.body ?? {}) as FormParams
-    if (!checkTwilioSignature(config, request, reply, params)) return reply
-    const event = single(params, 'StreamEvent')
-    const streamSid = single(params, 'StreamSid')
-    const callSid = single(params, 'CallSid')
-    request.log.info({ callSid, streamSid, streamEvent: event, streamError: single(params, 'StreamError') ?? null }, 'stream status')
-    const session = streamSid === undefined ? undefined : fastify.calls.byStreamSid(streamSid)
-    if (session !== undefined && (event === 'stream-stopped' || event === 'stream-error')) {
-      void session.end(event === 'stream-stopped' ? 'completed' : 'stream_error')
-    }
+    const status = readStreamStatus((request.body ?? {}) as FormParams)
+    request.log.info({ callSid: status.callSid, streamSid: status.streamSid, streamEvent: status.event, streamError: status.error }, 'stream status')
+    const session = status.streamSid === null ? undefined : fastify.calls.byStreamSid(status.streamSid)
+    if (session !== undefined && status.endReason !== null) void session.end(status.endReason)
     return reply.code(204).send()
   })
 }

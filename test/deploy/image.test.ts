@@ -119,6 +119,19 @@ test('.dockerignore keeps out everything but what the Dockerfile copies when rea
   }
 })
 
+/**
+ * What a build host needs to reach the registry: its proxy and the CA that proxy presents. Nothing
+ * else of this process's environment (npm_config_* of the running `npm test`, say) leaks into the
+ * install, which must work as `docker build` runs it.
+ */
+function registryAccess (): Record<string, string> {
+  const passed: Record<string, string> = {}
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|https?_proxy|no_proxy)$/i.test(name)) passed[name] = value
+  }
+  return passed
+}
+
 test('image runtime steps start the service with the exact CMD and pass the HEALTHCHECK when installed with npm ci --omit=dev', { timeout: 400_000 }, async (t) => {
   assert.equal(process.versions.node.split('.')[0], '24', 'run this test with the Node 24 binary (node_modules/.bin/node), like the image')
   assert.ok(deps !== undefined)
@@ -132,7 +145,7 @@ test('image runtime steps start the service with the exact CMD and pass the HEAL
     for (const source of copy.sources) cpSync(join(ROOT, source), join(app, source), { recursive: true })
   }
   const npmCi = (/npm ci[^&]*/.exec(all(deps, 'RUN').join(' && '))?.[0] ?? '').trim().split(/\s+/)
-  const install = spawnSync('npm', npmCi.slice(1), { cwd: app, encoding: 'utf8', timeout: 300_000, env: { PATH: process.env.PATH, HOME: process.env.HOME, npm_config_update_notifier: 'false' } })
+  const install = spawnSync('npm', npmCi.slice(1), { cwd: app, encoding: 'utf8', timeout: 300_000, env: { ...registryAccess(), PATH: process.env.PATH, HOME: process.env.HOME, npm_config_update_notifier: 'false' } })
   assert.equal(install.status, 0, `npm ${npmCi.slice(1).join(' ')} failed: ${install.stderr}`)
   for (const dev of ['node', 'typescript', 'eslint', 'kubernetes-models']) {
     assert.ok(!existsSync(join(app, 'node_modules', dev)), `devDependency ${dev} was installed`)

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict'
-import { test } from 'node:test'
+import { after, before, describe, test } from 'node:test'
 import alawmulaw from 'alawmulaw'
 import { mintStreamToken } from '../../src/core/twilio/stream-token.ts'
 import { deriveStreamTokenSecret } from '../../src/core/twilio/stream-token.ts'
 import { AUTH_TOKEN, loadSampleCall, metricValue, startHarness } from '../helpers/harness.ts'
 import type { Harness } from '../helpers/harness.ts'
+import type { ReceivedEvent } from '../helpers/webhook-receiver.ts'
+import type { PlacedCall } from '../fakes/twilio-simulator.ts'
 
 const sample = loadSampleCall()
 const script = sample.turns.map((turn) => ({ text: turn.text, speaker: turn.track === 'outbound' ? 'A' : 'B' }))
@@ -29,88 +31,114 @@ async function playSampleCall (harness: Harness, options: { path?: string, speed
   return { call, stream, result: await stream.done }
 }
 
-test('a two-party call yields call.started, a turn per spoken turn with the right role, and call.ended', async (t) => {
-  const harness = await startHarness({ fake: { script } })
-  t.after(() => harness.close())
-  const { call, result } = await playSampleCall(harness)
-  assert.equal(result.code, 1000, 'the service closes the Twilio socket with 1000 after stop')
-  const receiver = harness.receiver!
-  await receiver.waitFor((events) => events.some((event) => event.type === 'call.ended'))
+describe('a two-party sample call played through the service with a webhook receiver', () => {
+  // One call, played once; each test below states one behaviour of it.
+  let harness: Harness
+  let call: PlacedCall
+  let closeCode: number
+  let events: ReceivedEvent[]
+  before(async () => {
+    harness = await startHarness({ fake: { script } })
+    const played = await playSampleCall(harness)
+    call = played.call
+    closeCode = played.result.code
+    await harness.receiver!.waitFor((received) => received.some((event) => event.type === 'call.ended'))
+    events = harness.receiver!.events.filter((event) => event.callSid === call.callSid)
+  })
+  after(() => harness?.close())
 
-  const events = receiver.events.filter((event) => event.callSid === call.callSid)
-  assert.deepEqual(receiver.badSignatures, [], 'every delivery verifies')
-  assert.deepEqual(events.map((event) => event.sequence), events.map((_, index) => index + 1), 'sequence is gapless and in order')
-  assert.equal(events[0]?.type, 'call.started')
-  assert.equal(events.at(-1)?.type, 'call.ended')
-  const started = events[0]!.data
-  assert.deepEqual(started.custom_parameters, { clinic: 'north' }, 'tags arrive, the token and keyterms do not')
-  assert.deepEqual(started.tracks, ['inbound', 'outbound'])
-  assert.deepEqual(started.transcription, { speech_model: 'u3-rt-pro', domain: 'medical-v1', speaker_labels: true, sample_rate: 8000 })
-  assert.equal(started.account_sid, call.accountSid)
-
-  const turns = events.filter((event) => event.type === 'transcript.turn').map((event) => event.data)
-  assert.equal(turns.length, sample.turns.length, 'one turn per spoken turn')
-  turns.forEach((turn, index) => {
-    const expected = sample.turns[index]!
-    assert.equal(turn.turn_index, index + 1)
-    assert.equal(turn.text, expected.text)
-    assert.equal(turn.role, expected.track === 'inbound' ? 'customer' : 'agent', `role of turn ${index + 1}`)
-    assert.equal(turn.speaker, expected.track === 'outbound' ? 'A' : 'B')
-    // Call timeline = Twilio's media.timestamp clock: the audio starts at 150 ms on it.
-    const startMs = turn.start_ms as number
-    const endMs = turn.end_ms as number
-    assert.ok(Math.abs(startMs - (150 + expected.startMs)) <= 100, `turn ${index + 1} starts at ${startMs}, spoken at ${150 + expected.startMs}`)
-    assert.ok(Math.abs(endMs - (150 + expected.endMs)) <= 100, `turn ${index + 1} ends at ${endMs}, spoken until ${150 + expected.endMs}`)
-    const words = turn.words as Array<{ text: string, start_ms: number, end_ms: number, confidence: number, speaker: string | null }>
-    assert.equal(words.map((word) => word.text).join(' '), expected.text)
-    assert.equal(words[0]?.start_ms, startMs)
-    assert.equal(words.at(-1)?.end_ms, endMs)
-    const meanConfidence = words.reduce((sum, word) => sum + word.confidence, 0) / words.length
-    assert.ok(Math.abs((turn.confidence as number) - meanConfidence) < 0.001)
-    assert.equal((turn.upstream as { session_id: string }).session_id, harness.fake.sessions[0]?.id)
+  test('the service closes the Twilio socket with 1000 when the call sends stop', () => {
+    assert.equal(closeCode, 1000, 'the service closes the Twilio socket with 1000 after stop')
   })
 
-  const ended = events.at(-1)!.data
-  assert.equal(ended.reason, 'completed')
-  assert.equal(ended.turn_count, sample.turns.length)
-  assert.equal((ended.transcript as unknown[]).length, sample.turns.length)
-  assert.ok(Math.abs((ended.audio_ms as number) - (150 + sample.inbound.length / 8)) <= 50, `audio_ms ${String(ended.audio_ms)}`)
-  const sessions = ended.upstream_sessions as Array<{ id: string, error: unknown }>
-  assert.equal(sessions.length, 1)
-  assert.equal(sessions[0]?.error, null)
+  test('the events arrive signed, gapless and in order, from call.started to call.ended, when the call ends', () => {
+    assert.deepEqual(harness.receiver!.badSignatures, [], 'every delivery verifies')
+    assert.deepEqual(events.map((event) => event.sequence), events.map((_, index) => index + 1), 'sequence is gapless and in order')
+    assert.equal(events[0]?.type, 'call.started')
+    assert.equal(events.at(-1)?.type, 'call.ended')
+  })
 
-  // What the upstream received: one session, the medical parameters, exactly the call's audio.
-  assert.equal(harness.fake.sessions.length, 1)
-  const session = harness.fake.sessions[0]!
-  assert.equal(session.headers.authorization, 'aai-test-key-123')
-  assert.equal(session.query.get('speech_model'), 'u3-rt-pro')
-  assert.equal(session.query.get('sample_rate'), '8000')
-  assert.equal(session.query.get('encoding'), 'pcm_s16le')
-  assert.equal(session.query.get('domain'), 'medical-v1')
-  assert.equal(session.query.get('speaker_labels'), 'true')
-  assert.equal(session.query.get('max_speakers'), '2')
-  assert.equal(session.query.get('min_turn_silence'), '800')
-  assert.equal(session.query.get('max_turn_silence'), '3600')
-  assert.deepEqual(JSON.parse(session.query.get('keyterms_prompt') ?? '[]'), ['metoprolol', 'lisinopril', 'Holter monitor'])
-  assert.ok(session.frameBytes.every((bytes) => bytes === 800), 'every frame is 50 ms of PCM16 at 8 kHz')
-  const received = new Int16Array(session.audio.buffer, session.audio.byteOffset, session.audio.length / 2)
-  const expected = referenceMix(sample.inbound, sample.outbound)
-  assert.ok(received.length >= expected.length && received.length - expected.length < 400, `received ${received.length} samples for a ${expected.length}-sample call`)
-  let firstDifference = -1
-  for (let i = 0; i < expected.length; i++) {
-    if (received[i] !== expected[i]) { firstDifference = i; break }
-  }
-  assert.equal(firstDifference, -1, 'upstream audio equals an independent decode-and-mix of both tracks')
-  assert.ok(received.subarray(expected.length).every((value) => value === 0), 'the tail is padded with silence')
+  test('call.started carries the tags, tracks, transcription settings and account when the stream starts', () => {
+    const started = events[0]!.data
+    assert.deepEqual(started.custom_parameters, { clinic: 'north' }, 'tags arrive, the token and keyterms do not')
+    assert.deepEqual(started.tracks, ['inbound', 'outbound'])
+    assert.deepEqual(started.transcription, { speech_model: 'u3-rt-pro', domain: 'medical-v1', speaker_labels: true, sample_rate: 8000 })
+    assert.equal(started.account_sid, call.accountSid)
+  })
 
-  // The counters agree with what happened.
-  assert.equal(await metricValue(harness.app, 'medstream_calls_total', { outcome: 'completed' }), 1)
-  assert.equal(await metricValue(harness.app, 'medstream_turns_total', { role: 'agent' }), 4)
-  assert.equal(await metricValue(harness.app, 'medstream_turns_total', { role: 'customer' }), 4)
-  assert.equal(await metricValue(harness.app, 'medstream_calls_active'), 0)
-  const seconds = sample.inbound.length / 8000
-  assert.ok(Math.abs(await metricValue(harness.app, 'medstream_audio_received_seconds_total', { track: 'inbound' }) - seconds) < 0.05)
-  assert.ok(Math.abs(await metricValue(harness.app, 'medstream_upstream_audio_sent_seconds_total') - seconds) < 0.1)
+  test('each spoken turn yields one transcript.turn with its text, role, speaker, timing and words when it is final', () => {
+    const turns = events.filter((event) => event.type === 'transcript.turn').map((event) => event.data)
+    assert.equal(turns.length, sample.turns.length, 'one turn per spoken turn')
+    turns.forEach((turn, index) => {
+      const expected = sample.turns[index]!
+      assert.equal(turn.turn_index, index + 1)
+      assert.equal(turn.text, expected.text)
+      assert.equal(turn.role, expected.track === 'inbound' ? 'customer' : 'agent', `role of turn ${index + 1}`)
+      assert.equal(turn.speaker, expected.track === 'outbound' ? 'A' : 'B')
+      // Call timeline = Twilio's media.timestamp clock: the audio starts at 150 ms on it.
+      const startMs = turn.start_ms as number
+      const endMs = turn.end_ms as number
+      assert.ok(Math.abs(startMs - (150 + expected.startMs)) <= 100, `turn ${index + 1} starts at ${startMs}, spoken at ${150 + expected.startMs}`)
+      assert.ok(Math.abs(endMs - (150 + expected.endMs)) <= 100, `turn ${index + 1} ends at ${endMs}, spoken until ${150 + expected.endMs}`)
+      const words = turn.words as Array<{ text: string, start_ms: number, end_ms: number, confidence: number, speaker: string | null }>
+      assert.equal(words.map((word) => word.text).join(' '), expected.text)
+      assert.equal(words[0]?.start_ms, startMs)
+      assert.equal(words.at(-1)?.end_ms, endMs)
+      const meanConfidence = words.reduce((sum, word) => sum + word.confidence, 0) / words.length
+      assert.ok(Math.abs((turn.confidence as number) - meanConfidence) < 0.001)
+      assert.equal((turn.upstream as { session_id: string }).session_id, harness.fake.sessions[0]?.id)
+    })
+  })
+
+  test('call.ended reports completion, every turn, the audio length and one clean upstream session when the call ends', () => {
+    const ended = events.at(-1)!.data
+    assert.equal(ended.reason, 'completed')
+    assert.equal(ended.turn_count, sample.turns.length)
+    assert.equal((ended.transcript as unknown[]).length, sample.turns.length)
+    assert.ok(Math.abs((ended.audio_ms as number) - (150 + sample.inbound.length / 8)) <= 50, `audio_ms ${String(ended.audio_ms)}`)
+    const sessions = ended.upstream_sessions as Array<{ id: string, error: unknown }>
+    assert.equal(sessions.length, 1)
+    assert.equal(sessions[0]?.error, null)
+  })
+
+  test('the upstream session opens once with the API key and the medical parameters when the call starts', () => {
+    assert.equal(harness.fake.sessions.length, 1)
+    const session = harness.fake.sessions[0]!
+    assert.equal(session.headers.authorization, 'aai-test-key-123')
+    assert.equal(session.query.get('speech_model'), 'u3-rt-pro')
+    assert.equal(session.query.get('sample_rate'), '8000')
+    assert.equal(session.query.get('encoding'), 'pcm_s16le')
+    assert.equal(session.query.get('domain'), 'medical-v1')
+    assert.equal(session.query.get('speaker_labels'), 'true')
+    assert.equal(session.query.get('max_speakers'), '2')
+    assert.equal(session.query.get('min_turn_silence'), '800')
+    assert.equal(session.query.get('max_turn_silence'), '3600')
+    assert.deepEqual(JSON.parse(session.query.get('keyterms_prompt') ?? '[]'), ['metoprolol', 'lisinopril', 'Holter monitor'])
+  })
+
+  test('the upstream receives exactly the mix of both tracks in 50 ms frames when the call is played', () => {
+    const session = harness.fake.sessions[0]!
+    assert.ok(session.frameBytes.every((bytes) => bytes === 800), 'every frame is 50 ms of PCM16 at 8 kHz')
+    const received = new Int16Array(session.audio.buffer, session.audio.byteOffset, session.audio.length / 2)
+    const expected = referenceMix(sample.inbound, sample.outbound)
+    assert.ok(received.length >= expected.length && received.length - expected.length < 400, `received ${received.length} samples for a ${expected.length}-sample call`)
+    let firstDifference = -1
+    for (let i = 0; i < expected.length; i++) {
+      if (received[i] !== expected[i]) { firstDifference = i; break }
+    }
+    assert.equal(firstDifference, -1, 'upstream audio equals an independent decode-and-mix of both tracks')
+    assert.ok(received.subarray(expected.length).every((value) => value === 0), 'the tail is padded with silence')
+  })
+
+  test('the counters agree with the call when it has ended', async () => {
+    assert.equal(await metricValue(harness.app, 'medstream_calls_total', { outcome: 'completed' }), 1)
+    assert.equal(await metricValue(harness.app, 'medstream_turns_total', { role: 'agent' }), 4)
+    assert.equal(await metricValue(harness.app, 'medstream_turns_total', { role: 'customer' }), 4)
+    assert.equal(await metricValue(harness.app, 'medstream_calls_active'), 0)
+    const seconds = sample.inbound.length / 8000
+    assert.ok(Math.abs(await metricValue(harness.app, 'medstream_audio_received_seconds_total', { track: 'inbound' }) - seconds) < 0.05)
+    assert.ok(Math.abs(await metricValue(harness.app, 'medstream_upstream_audio_sent_seconds_total') - seconds) < 0.1)
+  })
 })
 
 test('the file sink receives the same events when no webhook is configured', async (t) => {

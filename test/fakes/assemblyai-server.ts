@@ -1,5 +1,6 @@
 import { createServer } from 'node:http'
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
@@ -7,8 +8,8 @@ import { WebSocketServer } from 'ws'
 import type { WebSocket } from 'ws'
 
 /**
- * A protocol-faithful stand-in for AssemblyAI Streaming v3 (shared/reference/assemblyai-v3-streaming.md
- * §8). Transcription is simulated: an energy detector finds speech in the received PCM and each speech
+ * A protocol-faithful stand-in for AssemblyAI Streaming v3, as docs/protocols.md describes it.
+ * Transcription is simulated: an energy detector finds speech in the received PCM and each speech
  * segment becomes a turn with the next scripted text. Everything is paced by the audio received, never
  * by wall-clock time, so tests may stream faster than real time and stay deterministic.
  */
@@ -61,6 +62,8 @@ export interface FakeAssemblyAiOptions {
   maxTurnMs?: number
   /** Keep every received byte in `FakeSession.audio`. Default true; the benchmark turns it off. */
   recordAudio?: boolean
+  /** Serve wss with this PEM certificate and key (the benchmark's `--tls`). Default: plain ws. */
+  tls?: { cert: string, key: string }
 }
 
 export interface FakeSession {
@@ -82,7 +85,7 @@ export interface FakeSession {
 }
 
 export interface FakeAssemblyAi {
-  /** ws://127.0.0.1:PORT/v3/ws */
+  /** ws://127.0.0.1:PORT/v3/ws (wss:// with `tls`) */
   url: string
   sessions: FakeSession[]
   close (): Promise<void>
@@ -523,9 +526,8 @@ export async function startFakeAssemblyAi (options: FakeAssemblyAiOptions): Prom
   const sockets = new Set<WebSocket>()
   const timers = new Set<NodeJS.Timeout>()
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false })
-  const server = createServer((_req, res) => {
-    res.writeHead(404).end()
-  })
+  const notFound = (_req: IncomingMessage, res: ServerResponse): void => { res.writeHead(404).end() }
+  const server = options.tls === undefined ? createServer(notFound) : createTlsServer(options.tls, notFound)
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const requestUrl = new URL(req.url ?? '/', 'ws://127.0.0.1')
@@ -611,7 +613,7 @@ export async function startFakeAssemblyAi (options: FakeAssemblyAiOptions): Prom
   if (address === null || typeof address === 'string') throw new Error('fake AssemblyAI: no TCP address')
 
   return {
-    url: `ws://127.0.0.1:${address.port}/v3/ws`,
+    url: `${options.tls === undefined ? 'ws' : 'wss'}://127.0.0.1:${address.port}/v3/ws`,
     sessions,
     async close () {
       for (const timer of timers) clearTimeout(timer)

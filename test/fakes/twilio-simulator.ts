@@ -7,8 +7,8 @@ import twilio from 'twilio'
 import WebSocket from 'ws'
 
 /**
- * A protocol-faithful stand-in for Twilio Programmable Voice + Media Streams, following
- * /work/shared/reference/twilio-media-streams.md (§7 checklist): it places a call by POSTing the
+ * A protocol-faithful stand-in for Twilio Programmable Voice + Media Streams, as docs/protocols.md
+ * describes them: it places a call by POSTing the
  * signed voice webhook, reads the TwiML back, opens the media WebSocket the TwiML asks for with a
  * signed upgrade, and plays μ-law audio as `connected` → `start` → `media`… → `stop` → close, paced by
  * the wall clock. Used by the end-to-end tests, the demo and the benchmark.
@@ -255,7 +255,7 @@ export class TwilioSimulator {
     const callbackUrl = new URL(stream.statusCallback)
     const target = new URL(callbackUrl.pathname + callbackUrl.search, this.#serviceOrigin)
     if (stream.statusCallbackMethod.toUpperCase() === 'GET') {
-      // A GET carries the fields in the query string and signs the full URL with no params (§4.1).
+      // A GET carries the fields in the query string and signs the full URL with no params (docs/protocols.md, "Signatures").
       const query = new URLSearchParams(params).toString()
       const separator = stream.statusCallback.includes('?') ? '&' : '?'
       const signedUrl = stream.statusCallback + separator + query
@@ -284,7 +284,7 @@ export class TwilioSimulator {
     return { connectUrl: `${scheme}//${this.#serviceOrigin.host}${url.pathname}` }
   }
 
-  /** The upgrade's x-twilio-signature: over the stream url exactly as written, params {} (§4.3). */
+  /** The upgrade's x-twilio-signature: over the stream url exactly as written, params {} (docs/protocols.md, "The upgrade signature"). */
   signStreamUrl (streamUrl: string): string {
     return twilio.getExpectedTwilioSignature(this.#authToken, streamUrl, {})
   }
@@ -414,7 +414,7 @@ async function play (
   const tracks: { name: 'inbound' | 'outbound', audio: Uint8Array, chunk: number }[] = [{ name: 'inbound', audio: options.inbound, chunk: 0 }]
   if (options.outbound !== undefined) tracks.push({ name: 'outbound', audio: options.outbound, chunk: 0 })
   const customParameters = options.customParameters ?? twilioVisibleParameters(stream.parameters)
-  // Key order as in a real capture (§3.2).
+  // Key order as in a real capture.
   ws.send(JSON.stringify({
     event: 'start',
     sequenceNumber: '1',
@@ -495,7 +495,7 @@ function frameSlice (audio: Uint8Array, offset: number, frameBytes: number): Buf
   return frame
 }
 
-/** Twilio drops a `<Parameter>` whose name + value reaches 500 characters (§2.3). */
+/** Twilio drops a `<Parameter>` whose name + value reaches 500 characters. */
 function twilioVisibleParameters (parameters: Record<string, string>): Record<string, string> {
   const visible: Record<string, string> = {}
   for (const [name, value] of Object.entries(parameters)) {
@@ -601,7 +601,7 @@ function randomSid (prefix: 'AC' | 'CA' | 'MZ'): string {
   return prefix + randomBytes(16).toString('hex')
 }
 
-/** A webhook request as Twilio's proxy sends it (§7): fresh connection, form body, its headers. */
+/** A webhook request as Twilio's proxy sends it: fresh connection, form body, its headers. */
 function sendHttp (url: URL, method: 'GET' | 'POST', body: string | null, signature: string | null): Promise<{ status: number, body: string }> {
   const headers: OutgoingHttpHeaders = {
     'User-Agent': 'TwilioProxy/1.1',

@@ -16,7 +16,7 @@ export interface Dashboard {
   uid: string
   title: string
   panels: DashboardPanel[]
-  templating: { list: Array<{ name: string, query: string, datasource: { uid: string }, includeAll?: boolean, allValue?: string }> }
+  templating: { list: Array<{ name: string, type: string, query: string, datasource?: { type: string, uid: string }, current?: { value: string }, includeAll?: boolean, allValue?: string }> }
 }
 
 export function loadDashboard (): Dashboard {

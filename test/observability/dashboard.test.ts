@@ -7,33 +7,40 @@ import { OBSERVABILITY_DIR } from '../helpers/prometheus.ts'
 
 const datasourceUid = /\n\s+uid: (\S+)\n/.exec(readFileSync(join(OBSERVABILITY_DIR, 'grafana/provisioning/datasources/prometheus.yml'), 'utf8'))?.[1]
 
-test('the dashboard has a stable uid and the four rows the issue names when loaded', () => {
+test('the dashboard has a stable uid and the rows Traffic, Transcription, Webhooks and Saturation when loaded', () => {
   const dashboard = loadDashboard()
   assert.equal(dashboard.uid, 'medstream-overview')
   assert.deepEqual([...panelsByRow(dashboard).keys()], ['Traffic', 'Transcription', 'Webhooks', 'Saturation'])
 })
 
-test('every panel and template variable uses the provisioned datasource by its fixed uid', () => {
+test('every panel and query variable takes its datasource from the datasource variable, which defaults to the provisioned uid', () => {
   const dashboard = loadDashboard()
   assert.equal(datasourceUid, 'medstream-prometheus')
+  // A datasource variable, not a fixed uid: the dashboard imports into a Grafana whose Prometheus has another uid.
+  const variable = dashboard.templating.list.find((v) => v.name === 'datasource')
+  assert.equal(variable?.type, 'datasource')
+  assert.equal(variable.query, 'prometheus')
+  assert.equal(variable.current?.value, datasourceUid, 'compose opens the dashboard on the provisioned datasource')
+  const selected = { type: 'prometheus', uid: '${datasource}' }
   for (const panel of dashboard.panels.filter((p) => p.type !== 'row')) {
-    assert.equal(panel.datasource?.uid, datasourceUid, `panel "${panel.title}"`)
+    assert.deepEqual(panel.datasource, selected, `panel "${panel.title}"`)
     assert.ok((panel.targets ?? []).length > 0, `panel "${panel.title}" has a query`)
     for (const target of panel.targets ?? []) {
-      assert.equal(target.datasource?.uid, datasourceUid, `panel "${panel.title}" target ${target.refId}`)
+      assert.deepEqual(target.datasource, selected, `panel "${panel.title}" target ${target.refId}`)
       assert.ok(target.expr.trim() !== '', `panel "${panel.title}" target ${target.refId} has an expression`)
     }
   }
-  for (const variable of dashboard.templating.list) assert.equal(variable.datasource.uid, datasourceUid, `variable ${variable.name}`)
+  for (const v of dashboard.templating.list.filter((v) => v.type === 'query')) assert.deepEqual(v.datasource, selected, `variable ${v.name}`)
+  assert.ok(!JSON.stringify(dashboard).includes(`"uid":"${datasourceUid}"`), 'no fixed datasource uid is left anywhere in the dashboard')
 })
 
-test('each row shows the metrics the issue asks for when its queries are read', () => {
+test('each row shows the metrics its alerts and runbooks refer to when its queries are read', () => {
   const rows = panelsByRow(loadDashboard())
   const exprs = (row: string): string => (rows.get(row) ?? []).flatMap((panel) => (panel.targets ?? []).map((target) => target.expr)).join('\n')
   const expected: Record<string, RegExp[]> = {
-    Traffic: [/medstream_calls_active/, /medstream_calls_total/, /medstream_stream_rejections_total/, /medstream_audio_received_seconds_total/],
-    Transcription: [/medstream_transcript_lag_seconds_bucket/, /medstream_upstream_errors_total/, /medstream_upstream_reconnects_total/, /sum by \(role\) \(rate\(medstream_turns_total/],
-    Webhooks: [/medstream_webhook_deliveries_total/, /medstream_webhook_outbox_events/, /medstream_webhook_outbox_oldest_age_seconds/, /state="dead"/, /medstream_webhook_endpoint_paused/],
+    Traffic: [/medstream_calls_active/, /medstream_calls_total/, /medstream_stream_rejections_total/, /reason="capacity"/, /medstream_audio_received_seconds_total/, /medstream_upgrade_signatures_total/],
+    Transcription: [/medstream_transcript_lag_seconds_bucket/, /medstream_upstream_errors_total/, /medstream_upstream_reconnects_total/, /sum by \(role\) \(rate\(medstream_turns_total/, /medstream_upstream_audio_dropped_seconds_total/, /medstream_upstream_connect_seconds_count/],
+    Webhooks: [/medstream_webhook_deliveries_total/, /medstream_webhook_outbox_events/, /medstream_webhook_outbox_oldest_age_seconds/, /state="dead"/, /medstream_webhook_endpoint_paused/, /medstream_events_lost_total/],
     Saturation: [/process_cpu_seconds_total/, /process_resident_memory_bytes/, /nodejs_eventloop_lag_p99_seconds/, /medstream_bridge_latency_seconds_bucket/]
   }
   for (const [row, patterns] of Object.entries(expected)) {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -13,10 +14,22 @@ import type { PrometheusServer } from '../helpers/prometheus.ts'
 
 /**
  * One scenario for the whole file, because a real Prometheus takes seconds to start: the service
- * (with process metrics on, as in production) is scraped every second while one call fails its
+ * (with process metrics on, as in production) is scraped every second while FAILED calls fail their
  * transcription (the upstream refuses the key) and then CALLS calls complete concurrently.
  */
 const CALLS = 3
+/**
+ * Above MedstreamTranscriptionFailing's minimum count (3) and MedstreamUpstreamErrorRateHigh's floor
+ * (more than 3), so that both go pending: exactly 3 would leave the second to increase()'s
+ * extrapolation.
+ */
+const FAILED = 4
+/**
+ * Metrics that panels and alerts already use but that this build does not export yet (another
+ * change adds them). Their queries must still parse and evaluate; once a build exports one, its
+ * panels must show data like every other.
+ */
+const NOT_YET_EXPORTED = new Set(['medstream_events_lost_total', 'medstream_upgrade_signatures_total'])
 const SPEED = 20
 const sample = loadSampleCall()
 const script = sample.turns.map((turn) => ({ text: turn.text, speaker: turn.track === 'outbound' ? 'A' : 'B' }))
@@ -32,8 +45,21 @@ let target: string
 let scenarioStartSeconds: number
 /** Counters read through Prometheus after the failed call and before the completed ones. */
 const baseline: Record<string, number> = {}
-let failedCallSid: string
+const failedCallSids: string[] = []
+/** Names of the metric families in a scrape after the calls. */
+let exported: Set<string>
 let framesSent = 0
+
+/**
+ * The metric families a PromQL text names (histogram `_bucket`/`_count`/`_sum` series by their
+ * family), as they appear in a scrape's `# TYPE` lines.
+ */
+function metricNames (promql: string): string[] {
+  return [...promql.matchAll(/\b((?:medstream|process|nodejs)_\w+)/g)].map((match) => {
+    const name = match[1] as string
+    return /_(bucket|count|sum)$/.test(name) && !name.endsWith('_total') ? name.replace(/_(bucket|count|sum)$/, '') : name
+  })
+}
 
 async function query (expr: string): Promise<Vector> {
   return (await prometheus.api<{ resultType: string, result: Vector }>('query', { query: expr })).result
@@ -72,7 +98,7 @@ async function waitForScrapes (count = 1): Promise<void> {
 before(async () => {
   harness = await startHarness({
     processMetrics: true,
-    fake: { script, faults: (index) => (index === 0 ? { rejectWith: { code: 1008, error: 'Unauthorized Connection: Invalid API key' } } : {}) }
+    fake: { script, faults: (index) => (index < FAILED ? { rejectWith: { code: 1008, error: 'Unauthorized Connection: Invalid API key' } } : {}) }
   })
   metricsServer = createMetricsServer(harness.app.metricsRegistry)
   metricsServer.listen(0, '127.0.0.1')
@@ -83,12 +109,14 @@ before(async () => {
   await waitForScrapes(2)
   const receiver = harness.receiver!
 
-  // The first upstream session is refused: that call ends at once as transcription_failed.
-  const failing = await harness.simulator.placeCall()
-  failedCallSid = failing.callSid
-  const failingStream = harness.simulator.openStream(failing, { inbound: sample.inbound, outbound: sample.outbound, speed: SPEED })
-  assert.equal((await failingStream.done).code, 1011)
-  await receiver.waitFor((events) => events.some((event) => event.callSid === failing.callSid && event.type === 'call.ended'))
+  // The first FAILED upstream sessions are refused: those calls end at once as transcription_failed.
+  for (let i = 0; i < FAILED; i++) {
+    const failing = await harness.simulator.placeCall()
+    failedCallSids.push(failing.callSid)
+    const failingStream = harness.simulator.openStream(failing, { inbound: sample.inbound, outbound: sample.outbound, speed: SPEED })
+    assert.equal((await failingStream.done).code, 1011)
+    await receiver.waitFor((events) => events.some((event) => event.callSid === failing.callSid && event.type === 'call.ended'))
+  }
   await waitForScrapes(1)
   for (const [name, expr] of Object.entries({
     inbound: 'medstream_audio_received_seconds_total{track="inbound"}',
@@ -105,13 +133,15 @@ before(async () => {
   }))
   assert.deepEqual(played.map((result) => result.code), Array(CALLS).fill(1000), 'every call closes with 1000 after stop')
   framesSent = played.reduce((sum, result) => sum + result.framesSent, 0)
-  await receiver.waitFor((events) => events.filter((event) => event.type === 'call.ended').length === CALLS + 1)
+  await receiver.waitFor((events) => events.filter((event) => event.type === 'call.ended').length === CALLS + FAILED)
   // Every delivery counted and the outbox gauges refreshed (the sender polls every few seconds).
   await waitUntil('the outbox to drain', async () =>
     await metricValue(harness.app, 'medstream_webhook_deliveries_total', { result: 'success' }) === receiver.events.length &&
     await metricValue(harness.app, 'medstream_webhook_outbox_events', { state: 'pending' }) === 0 &&
     await metricValue(harness.app, 'medstream_calls_active') === 0, 15000)
   await waitForScrapes(2)
+  const exposition = await (await fetch(`http://${target}/metrics`)).text()
+  exported = new Set([...exposition.matchAll(/^# TYPE (\w+) /gm)].map((match) => match[1] as string))
 })
 
 after(async () => {
@@ -126,13 +156,13 @@ test('the counters in Prometheus agree with what happened when calls were played
   const completedCalls = events.filter((event) => event.type === 'call.ended' && event.data.reason === 'completed')
   assert.equal(completedCalls.length, CALLS)
 
-  assert.equal(await scalar('sum(medstream_calls_total)'), CALLS + 1)
+  assert.equal(await scalar('sum(medstream_calls_total)'), CALLS + FAILED)
   assert.equal(await scalar('medstream_calls_total{outcome="completed"}'), CALLS)
-  assert.equal(await scalar('medstream_calls_total{outcome="transcription_failed"}'), 1)
-  assert.equal(await scalar('medstream_call_duration_seconds_count'), CALLS + 1)
+  assert.equal(await scalar('medstream_calls_total{outcome="transcription_failed"}'), FAILED)
+  assert.equal(await scalar('medstream_call_duration_seconds_count'), CALLS + FAILED)
   assert.equal(await scalar('medstream_calls_active'), 0)
   assert.equal(await scalar('medstream_upstream_sessions_active'), 0)
-  assert.equal(await scalar('medstream_twilio_messages_total{event="start"}'), CALLS + 1)
+  assert.equal(await scalar('medstream_twilio_messages_total{event="start"}'), CALLS + FAILED)
 
   // Turns by role: what the receiver got, and what the sample call says was spoken.
   for (const role of ['customer', 'agent', 'unknown']) {
@@ -141,7 +171,7 @@ test('the counters in Prometheus agree with what happened when calls were played
   }
   assert.equal(turns.filter((event) => event.data.role === 'customer').length, CALLS * sample.turns.filter((turn) => turn.track === 'inbound').length)
   assert.equal(turns.filter((event) => event.data.role === 'agent').length, CALLS * sample.turns.filter((turn) => turn.track === 'outbound').length)
-  assert.equal(turns.filter((event) => event.callSid === failedCallSid).length, 0, 'the failed call has no turns')
+  assert.equal(turns.filter((event) => failedCallSids.includes(event.callSid)).length, 0, 'the failed calls have no turns')
 
   // Audio: each completed call adds its length on each track; the media path's batched counter
   // matches the frames the simulator sent.
@@ -156,8 +186,8 @@ test('the counters in Prometheus agree with what happened when calls were played
   assert.ok(Math.abs(audioMs / 1000 - CALLS * (0.15 + callSeconds)) < 0.05 * CALLS, 'call.ended audio_ms agrees (the timeline starts 150 ms before the audio)')
 
   // Upstream and webhooks.
-  assert.equal(await scalar('medstream_upstream_errors_total{code="1008"}'), 1)
-  assert.equal(await scalar('sum(medstream_upstream_errors_total)'), 1)
+  assert.equal(await scalar('medstream_upstream_errors_total{code="1008"}'), FAILED)
+  assert.equal(await scalar('sum(medstream_upstream_errors_total)'), FAILED)
   assert.equal(await scalar('medstream_upstream_reconnects_total'), 0)
   assert.equal(await scalar('medstream_upstream_connect_seconds_count'), CALLS, 'only the accepted sessions reached Begin')
   assert.equal(await scalar('medstream_transcript_lag_seconds_count'), turns.length)
@@ -186,7 +216,7 @@ test('every dashboard query parses and every panel returns data when Prometheus 
   const dashboard = loadDashboard()
   // The dashboard's history here is under a minute, so a 1m rate window covers all of it.
   const variables = { rateInterval: '1m', interval: '2s', range: '1h', templates: {} as Record<string, string> }
-  for (const variable of dashboard.templating.list) {
+  for (const variable of dashboard.templating.list.filter((v) => v.type === 'query')) {
     // label_values(<selector>, <label>) is Grafana's; Prometheus answers it as label values with match[].
     const parsed = /^label_values\((.+),\s*(\w+)\)$/.exec(variable.query)
     assert.ok(parsed !== null, `variable ${variable.name} is a label_values query`)
@@ -202,7 +232,9 @@ test('every dashboard query parses and every panel returns data when Prometheus 
   const empty: string[] = []
   for (const [row, panels] of panelsByRow(dashboard)) {
     for (const panel of panels) {
-      let finite = 0
+      // A panel on a metric this build does not export yet is only required to evaluate.
+      const waiting = (panel.targets ?? []).flatMap((t) => metricNames(t.expr)).filter((name) => !exported.has(name))
+      let finite = waiting.length > 0 ? 1 : 0
       for (const target of panel.targets ?? []) {
         const expr = grafanaToPromQL(target.expr, variables)
         // Timeseries panels ask for a range, stat panels for an instant, as Grafana does.
@@ -217,12 +249,23 @@ test('every dashboard query parses and every panel returns data when Prometheus 
   assert.deepEqual(empty, [], 'panels without a finite value')
 })
 
-test('every alert expression evaluates and only the transcription alert is pending when one call in four failed', async () => {
+test('every metric a panel or an alert rule names is exported after calls, or is one this build does not export yet', () => {
+  const named = new Set([
+    ...loadDashboard().panels.flatMap((panel) => (panel.targets ?? []).flatMap((t) => metricNames(t.expr))),
+    ...metricNames(readFileSync(join(OBSERVABILITY_DIR, 'prometheus/alerts.yml'), 'utf8'))
+  ])
+  assert.ok(named.has('medstream_calls_total') && named.has('nodejs_eventloop_lag_p99_seconds'), 'names are found in the queries')
+  const unknown = [...named].filter((name) => !exported.has(name) && !NOT_YET_EXPORTED.has(name))
+  assert.deepEqual(unknown, [], 'metrics named in the dashboard or alerts.yml that the service does not export')
+})
+
+test('every alert expression evaluates and only the transcription and upstream error alerts are pending when 4 calls of 7 failed', async () => {
   type Rule = { type: string, name: string, query: string, health: string, state: string, lastError?: string, annotations: Record<string, string> }
   const rules = async (): Promise<Rule[]> => (await prometheus.api<{ groups: Array<{ rules: Rule[] }> }>('rules')).groups.flatMap((group) => group.rules)
-  await waitUntil('MedstreamTranscriptionFailing to be pending', async () => (await rules()).some((rule) => rule.name === 'MedstreamTranscriptionFailing' && rule.state === 'pending'))
+  const pending = ['MedstreamTranscriptionFailing', 'MedstreamUpstreamErrorRateHigh']
+  await waitUntil(`${pending.join(' and ')} to be pending`, async () => (await rules()).filter((rule) => pending.includes(rule.name) && rule.state === 'pending').length === pending.length)
   const loaded = await rules()
-  assert.equal(loaded.length, 9)
+  assert.equal(loaded.length, 12)
   for (const rule of loaded) {
     assert.equal(rule.type, 'alerting')
     assert.equal(rule.health, 'ok', `${rule.name}: ${rule.lastError ?? ''}`)
@@ -230,14 +273,16 @@ test('every alert expression evaluates and only the transcription alert is pendi
     await query(rule.query)
   }
   const states = Object.fromEntries(loaded.map((rule) => [rule.name, rule.state]))
-  assert.equal(states.MedstreamTranscriptionFailing, 'pending')
+  for (const name of pending) assert.equal(states[name], 'pending', name)
   assert.ok(Object.values(states).every((state) => state !== 'firing'), JSON.stringify(states))
-  // One refused session among four calls is 25% of new calls but below the 3-error floor.
-  for (const name of ['MedstreamDown', 'MedstreamAbsent', 'MedstreamUpstreamErrorRateHigh', 'MedstreamWebhookOutboxGrowing',
-    'MedstreamWebhookOutboxStale', 'MedstreamWebhookDeadLetters', 'MedstreamWebhookEndpointPaused']) {
+  // Four refused sessions for three that reached Begin: more than one error per connect, and above
+  // the floor, although no reconnect happened (the ratio is per connect, not per new call).
+  for (const name of ['MedstreamDown', 'MedstreamAbsent', 'MedstreamWebhookOutboxGrowing',
+    'MedstreamWebhookOutboxStale', 'MedstreamWebhookDeadLetters', 'MedstreamWebhookEndpointPaused',
+    'MedstreamUpstreamAudioDropped', 'MedstreamCapacityRejections', 'MedstreamEventsLost']) {
     assert.equal(states[name], 'inactive', name)
   }
   // MedstreamEventLoopDelayHigh is left out: its input depends on how busy this machine is.
   const ratio = await scalar('sum(rate(medstream_calls_total{outcome="transcription_failed"}[10m])) / sum(rate(medstream_calls_total[10m]))')
-  assert.ok(Math.abs(ratio - 1 / (CALLS + 1)) < 0.01, `failure ratio ${ratio}`)
+  assert.ok(Math.abs(ratio - FAILED / (CALLS + FAILED)) < 0.01, `failure ratio ${ratio}`)
 })

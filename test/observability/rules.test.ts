@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
+import { parse } from 'yaml'
 import { OBSERVABILITY_DIR, promtool } from '../helpers/prometheus.ts'
 
 const PROMETHEUS_DIR = join(OBSERVABILITY_DIR, 'prometheus')
@@ -30,6 +31,34 @@ function unitTestCases (): Array<{ alertname: string, fires: boolean }> {
   return cases
 }
 
+type Scope = 'per replica' | 'fleet-wide'
+
+/** What each alert's README runbook paragraph opens with: `**Name** (severity, per replica|fleet-wide)`. */
+function runbookHeadings (): Map<string, { severity: string, scope: Scope }> {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const headings = new Map<string, { severity: string, scope: Scope }>()
+  for (const match of readme.matchAll(/^\*\*(Medstream\w+)\*\* \((critical|warning), (per replica|fleet-wide)\)/gm)) {
+    headings.set(match[1] as string, { severity: match[2] as string, scope: match[3] as Scope })
+  }
+  return headings
+}
+
+interface RuleTestFile {
+  tests: Array<{ alert_rule_test?: Array<{ alertname: string, exp_alerts: Array<{ exp_labels: Record<string, string> }> }> }>
+}
+
+/** The labels of every alert that a case in alerts.test.yml expects to fire, by alert name. */
+function firingLabels (): Map<string, Array<Record<string, string>>> {
+  const file = parse(readFileSync(join(PROMETHEUS_DIR, 'alerts.test.yml'), 'utf8')) as RuleTestFile
+  const labels = new Map<string, Array<Record<string, string>>>()
+  for (const group of file.tests) {
+    for (const c of group.alert_rule_test ?? []) {
+      labels.set(c.alertname, [...(labels.get(c.alertname) ?? []), ...c.exp_alerts.map((alert) => alert.exp_labels)])
+    }
+  }
+  return labels
+}
+
 test('promtool check config accepts prometheus.yml and the rule file it loads when run on the repository files', async () => {
   const result = await promtool(['check', 'config', 'prometheus/prometheus.yml'])
   assert.equal(result.code, 0, result.stdout + result.stderr)
@@ -42,13 +71,13 @@ test('promtool check rules passes when run on alerts.yml', async () => {
   assert.equal(result.code, 0, result.stdout + result.stderr)
 })
 
-test('every alert the issue asks for exists with a severity, a summary and a runbook pointer', () => {
+test('every alert an operator relies on exists with a severity, a summary and a runbook pointer', () => {
   const text = readFileSync(join(PROMETHEUS_DIR, 'alerts.yml'), 'utf8')
   const names = alertNames()
   for (const required of [
     'MedstreamDown', 'MedstreamAbsent', 'MedstreamUpstreamErrorRateHigh', 'MedstreamTranscriptionFailing',
     'MedstreamWebhookOutboxGrowing', 'MedstreamWebhookOutboxStale', 'MedstreamWebhookDeadLetters',
-    'MedstreamEventLoopDelayHigh'
+    'MedstreamEventLoopDelayHigh', 'MedstreamUpstreamAudioDropped', 'MedstreamCapacityRejections', 'MedstreamEventsLost'
   ]) assert.ok(names.includes(required), `alert ${required} is missing`)
   const blocks = text.split(/^\s*- alert: /m).slice(1)
   assert.equal(blocks.length, names.length)
@@ -70,6 +99,37 @@ test('the README has a runbook paragraph for every alert when the operations sec
   }
 })
 
+test('each runbook heading gives its alert\'s severity and says whether it is per replica or fleet-wide', () => {
+  const headings = runbookHeadings()
+  const text = readFileSync(join(PROMETHEUS_DIR, 'alerts.yml'), 'utf8')
+  for (const block of text.split(/^\s*- alert: /m).slice(1)) {
+    const name = block.split('\n')[0]?.trim() as string
+    const heading = headings.get(name)
+    assert.ok(heading !== undefined, `README.md opens the ${name} runbook with "**${name}** (severity, per replica|fleet-wide)"`)
+    assert.equal(heading.severity, /\n\s+severity: (\w+)\n/.exec(block)?.[1], `${name}: README and alerts.yml agree on the severity`)
+  }
+  assert.deepEqual([...headings.keys()].sort(), alertNames().sort(), 'no runbook heading for an alert that does not exist')
+  // Absence of every target can only be said of the fleet.
+  assert.equal(headings.get('MedstreamAbsent')?.scope, 'fleet-wide')
+})
+
+test('promtool unit tests expect every per-replica alert to name its pod and namespace, and fleet-wide ones not to, when they fire', () => {
+  const firing = firingLabels()
+  for (const [name, { scope }] of runbookHeadings()) {
+    const alerts = firing.get(name) ?? []
+    assert.ok(alerts.length > 0, `${name} has a case where it fires`)
+    for (const labels of alerts) {
+      if (scope === 'per replica') {
+        assert.ok(labels.pod !== undefined && labels.namespace !== undefined && labels.instance !== undefined, `${name} (per replica) fires with pod, namespace and instance: ${JSON.stringify(labels)}`)
+      } else {
+        assert.ok(labels.pod === undefined && labels.instance === undefined, `${name} (fleet-wide) fires once for the fleet, without pod or instance: ${JSON.stringify(labels)}`)
+      }
+    }
+  }
+  // promtool compares exp_labels exactly, so 'promtool test rules passes' below is what shows the
+  // rules really keep these labels.
+})
+
 test('promtool unit tests cover every alert firing and staying silent', () => {
   const cases = unitTestCases()
   for (const name of alertNames()) {
@@ -84,6 +144,18 @@ test('promtool test rules passes when run on alerts.test.yml', async () => {
   const result = await promtool(['test', 'rules', 'prometheus/alerts.test.yml'])
   assert.equal(result.code, 0, result.stdout + result.stderr)
   assert.match(result.stdout, /SUCCESS/)
+})
+
+test('compose runs the Prometheus release whose promtool checks the rules when the two versions are compared', async () => {
+  const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: { prometheus: { image: string } } }
+  const pinned = /^prom\/prometheus:v(\d+\.\d+)\.\d+$/.exec(compose.services.prometheus.image)
+  assert.ok(pinned !== null, `compose pins an exact prom/prometheus release, not ${compose.services.prometheus.image}`)
+  const result = await promtool(['--version'])
+  const local = /version (\d+\.\d+)\./.exec(result.stdout + result.stderr)
+  assert.ok(local !== null, result.stdout + result.stderr)
+  assert.equal(pinned[1], local[1], 'the compose Prometheus and the promtool that tests the rules are the same minor release')
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  assert.ok(readme.includes(`\`${compose.services.prometheus.image}\``), 'README names the pinned image')
 })
 
 test('promtool check metrics rejects a badly named metric when given one, so a clean result means something', async () => {

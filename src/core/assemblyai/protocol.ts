@@ -1,7 +1,8 @@
+import type { UpstreamError } from '../errors.ts'
 import type { UpstreamErrorLabel } from '../metrics.ts'
 
 /**
- * AssemblyAI Streaming v3 wire format (shared/reference/assemblyai-v3-streaming.md). Field names stay
+ * AssemblyAI Streaming v3 wire format (docs/protocols.md, "AssemblyAI v3"). Field names stay
  * in the wire's snake_case so a message can be compared with the reference and with logs of real
  * traffic without a mapping table.
  */
@@ -145,8 +146,8 @@ export interface UpdateConfiguration {
 
 export type ClientMessage = { type: 'Terminate' } | { type: 'ForceEndpoint' } | { type: 'KeepAlive' } | UpdateConfiguration
 
-export const MAX_KEYTERMS = 100
-export const MAX_KEYTERM_CHARS = 50
+const MAX_KEYTERMS = 100
+const MAX_KEYTERM_CHARS = 50
 
 type JsonObject = Record<string, unknown>
 
@@ -341,7 +342,7 @@ const RETRYABLE_1008 = [/too many concurrent sessions/i, /signature has expired/
 const INACTIVITY_3006 = /session terminated due to inactivity/i
 
 /**
- * Whether a new session can help after a close, and the metrics label of the code (§4.2).
+ * Whether a new session can help after a close, and the metrics label of the code (docs/protocols.md, "AssemblyAI v3", close codes).
  * 1008 is both an auth/billing failure (fatal) and a rate limit (retry): the `error` text decides.
  */
 export function classifyClose (code: number, errorText: string | null): { retryable: boolean, label: UpstreamErrorLabel } {
@@ -358,7 +359,7 @@ export function classifyClose (code: number, errorText: string | null): { retrya
     case 3005:
       return { retryable: true, label: '3005' }
     case 3006:
-      // Inactivity is the one 3006 that is not a bug in what we sent (§4.2: reconnect if still needed).
+      // Inactivity is the one 3006 that is not a bug in what we sent (reconnect if the call still needs one).
       return { retryable: errorText !== null && INACTIVITY_3006.test(errorText), label: '3006' }
     case 3007:
       return { retryable: false, label: '3007' }
@@ -377,8 +378,10 @@ export function classifyClose (code: number, errorText: string | null): { retrya
   }
 }
 
-/** The metrics label of an UpstreamError's `closeCode` (an HTTP status of a refused upgrade is 'other'). */
-export function upstreamErrorLabel (closeCode: number | 'network'): UpstreamErrorLabel {
+/** The metrics label of an UpstreamError: its close code's, or 'other' for a refused upgrade. */
+export function upstreamErrorLabel (error: UpstreamError): UpstreamErrorLabel {
+  const { closeCode } = error
+  if (closeCode === null) return 'other'
   return closeCode === 'network' ? 'network' : classifyClose(closeCode, null).label
 }
 

@@ -1,17 +1,11 @@
 import WebSocket from 'ws'
-import type { Logger } from 'pino'
+import type { CoreLogger } from '../log.ts'
 import { UpstreamError } from '../errors.ts'
 import { buildSessionUrl, classifyClose, parseServerMessage } from './protocol.ts'
-import type { Begin, ClientMessage, SessionOptions as ProtocolSessionOptions, SpeakerRevision, SpeechStarted, Termination, Turn, Warning } from './protocol.ts'
-
+import type { Begin, ClientMessage, SessionOptions, SpeakerRevision, SpeechStarted, Termination, Turn, Warning } from './protocol.ts'
 
 function zeroMask (mask: Buffer): void {
   mask.fill(0)
-}
-
-export interface SessionOptions extends ProtocolSessionOptions {
-  /** Receives listener exceptions and lifecycle debug lines (ids and codes only). Optional. */
-  logger?: Logger
 }
 
 export interface SessionClosed {
@@ -55,6 +49,7 @@ const MAX_MESSAGE_BYTES = 16 * 1024 * 1024
  */
 export class AssemblyAiSession {
   readonly #options: SessionOptions
+  readonly #logger: CoreLogger | null
   readonly #listeners = new Map<keyof SessionEvents, Array<{ fn: AnyListener, once: boolean }>>()
   readonly #finalized = new Set<number>()
   #ws: WebSocket | null = null
@@ -72,8 +67,13 @@ export class AssemblyAiSession {
   #started = false
   #closed = false
 
-  constructor (options: SessionOptions) {
+  /**
+   * @param logger receives listener exceptions, the Terminate-timeout warning and lifecycle debug
+   *   lines (ids and codes only).
+   */
+  constructor (options: SessionOptions, logger: CoreLogger | null = null) {
     this.#options = options
+    this.#logger = logger
   }
 
   get id (): string | null {
@@ -92,7 +92,7 @@ export class AssemblyAiSession {
 
   /** Resolves on `Begin`; rejects with a classified UpstreamError. Audio may flow before it resolves. */
   connect (): Promise<Begin> {
-    if (this.#started || this.#closed) return Promise.reject(new UpstreamError('network', 'AssemblyAI session: connect() may be called once per session, before close(); create a new session', false))
+    if (this.#started || this.#closed) return Promise.reject(new UpstreamError({ closeCode: 'network' }, 'AssemblyAI session: connect() may be called once per session, before close(); create a new session', false))
     this.#started = true
     return new Promise<Begin>((resolve, reject) => {
       this.#connecting = { resolve, reject }
@@ -107,14 +107,14 @@ export class AssemblyAiSession {
           generateMask: zeroMask
         })
       } catch (err) {
-        this.#finish(1006, new UpstreamError('network', 'AssemblyAI session: cannot open the WebSocket; check ASSEMBLYAI_URL', false, err))
+        this.#finish(1006, new UpstreamError({ closeCode: 'network' }, 'AssemblyAI session: cannot open the WebSocket; check ASSEMBLYAI_URL', false, err))
         return
       }
       this.#ws = ws
       const timeoutMs = this.#options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS
       this.#connectTimer = setTimeout(() => {
         this.#connectTimer = null
-        this.#frameError ??= new UpstreamError('network', `AssemblyAI session: no Begin within ${timeoutMs} ms`, true)
+        this.#frameError ??= new UpstreamError({ closeCode: 'network' }, `AssemblyAI session: no Begin within ${timeoutMs} ms`, true)
         this.#rejectConnect(this.#frameError)
         ws.terminate()
       }, timeoutMs)
@@ -166,7 +166,7 @@ export class AssemblyAiSession {
       }
       this.#terminateTimer = setTimeout(() => {
         this.#terminateTimer = null
-        this.#options.logger?.warn({ upstreamSessionId: this.id, timeoutMs }, 'AssemblyAI session did not end after Terminate; closing it')
+        this.#logger?.warn({ upstreamSessionId: this.id, timeoutMs }, 'AssemblyAI session did not end after Terminate; closing it')
         this.close()
       }, timeoutMs)
     })
@@ -231,7 +231,7 @@ export class AssemblyAiSession {
         entry.fn(...args)
       } catch (err) {
         // A consumer's bug must not tear down the transcription of a live call.
-        this.#options.logger?.error({ err, event, upstreamSessionId: this.id }, 'AssemblyAI session listener threw')
+        this.#logger?.error({ err, event, upstreamSessionId: this.id }, 'AssemblyAI session listener threw')
       }
     }
   }
@@ -252,7 +252,7 @@ export class AssemblyAiSession {
         if (this.#begin !== null) return
         this.#begin = message
         this.#clearConnectTimer()
-        this.#options.logger?.debug({ upstreamSessionId: message.id, expiresAt: message.expires_at, model: message.configuration?.model, domain: message.configuration?.domain }, 'AssemblyAI session began')
+        this.#logger?.debug({ upstreamSessionId: message.id, expiresAt: message.expires_at, model: message.configuration?.model, domain: message.configuration?.domain }, 'AssemblyAI session began')
         this.#connecting?.resolve(message)
         this.#connecting = null
         this.#emit('begin', message)
@@ -275,7 +275,7 @@ export class AssemblyAiSession {
       case 'Error': {
         const code = message.error_code ?? 1011
         const { retryable } = classifyClose(code, message.error)
-        this.#frameError = new UpstreamError(code, `AssemblyAI error ${code}: ${message.error}`, retryable)
+        this.#frameError = new UpstreamError({ closeCode: code }, `AssemblyAI error ${code}: ${message.error}`, retryable)
         this.#rejectConnect(this.#frameError)
         this.#errorTimer ??= setTimeout(() => {
           this.#errorTimer = null
@@ -284,7 +284,7 @@ export class AssemblyAiSession {
         return
       }
       case 'Unknown':
-        this.#options.logger?.debug({ upstreamSessionId: this.id, messageType: message.messageType }, 'AssemblyAI message ignored')
+        this.#logger?.debug({ upstreamSessionId: this.id, messageType: message.messageType }, 'AssemblyAI message ignored')
     }
   }
 
@@ -309,13 +309,13 @@ export class AssemblyAiSession {
       if (this.#httpStatus !== null) {
         const status = this.#httpStatus
         const retryable = status === 408 || status === 429 || status >= 500
-        error = new UpstreamError(status, `AssemblyAI refused the WebSocket upgrade with HTTP ${status}`, retryable, this.#socketError ?? undefined)
+        error = new UpstreamError({ httpStatus: status }, `AssemblyAI refused the WebSocket upgrade with HTTP ${status}`, retryable, this.#socketError ?? undefined)
       } else if (code === 1005 || code === 1006) {
-        error = new UpstreamError('network', `AssemblyAI connection lost (close ${code})`, true, this.#socketError ?? undefined)
+        error = new UpstreamError({ closeCode: 'network' }, `AssemblyAI connection lost (close ${code})`, true, this.#socketError ?? undefined)
       } else {
         const { retryable } = classifyClose(code, null)
         // Without an Error frame the reason is the only text there is; it is a fixed server string.
-        error = new UpstreamError(code, `AssemblyAI closed the session with ${code}${reason === '' ? '' : `: ${reason}`}`, retryable)
+        error = new UpstreamError({ closeCode: code }, `AssemblyAI closed the session with ${code}${reason === '' ? '' : `: ${reason}`}`, retryable)
       }
     }
     this.#finish(code, error)
@@ -329,8 +329,8 @@ export class AssemblyAiSession {
     if (this.#terminateTimer !== null) clearTimeout(this.#terminateTimer)
     this.#errorTimer = null
     this.#terminateTimer = null
-    this.#rejectConnect(error ?? new UpstreamError('network', 'AssemblyAI session closed before Begin', false))
-    this.#options.logger?.debug({ upstreamSessionId: this.id, code, errorCode: error?.closeCode, retryable: error?.retryable }, 'AssemblyAI session closed')
+    this.#rejectConnect(error ?? new UpstreamError({ closeCode: 'network' }, 'AssemblyAI session closed before Begin', false))
+    this.#logger?.debug({ upstreamSessionId: this.id, code, errorCode: error?.closeCode, httpStatus: error?.httpStatus, retryable: error?.retryable }, 'AssemblyAI session closed')
     this.#emit('closed', { code, error, termination: this.#termination })
   }
 

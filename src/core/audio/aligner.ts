@@ -1,8 +1,7 @@
 import { decodeMulaw } from './mulaw.ts'
 import { mixSaturating } from './mixer.ts'
 import { TrackEnergy } from './energy.ts'
-
-export type Track = 'inbound' | 'outbound'
+import type { Track } from '../call/types.ts'
 
 /**
  * What became of a frame. 'ok': placed (a hole before it became silence). 'late': its place was

@@ -1,3 +1,5 @@
+import type { Role } from '../call/types.ts'
+
 export interface TrackEnergyOptions {
   /** Resolution of the energy record, in ms of timeline; 1..1000, default 50. Queries are rounded out to whole blocks. */
   blockMs?: number
@@ -122,7 +124,7 @@ export class TrackEnergy {
  * outbound track the agent. A silent track (0) loses to any sound on the other; two silent tracks, a
  * missing measurement or a margin not reached give 'unknown'.
  */
-export function roleFromEnergy (inbound: number | null, outbound: number | null, marginDb = 6): 'customer' | 'agent' | 'unknown' {
+export function roleFromEnergy (inbound: number | null, outbound: number | null, marginDb = 6): Role {
   if (!(marginDb >= 0) || !Number.isFinite(marginDb)) {
     throw new RangeError(`roleFromEnergy: marginDb must be a finite number ≥ 0, got ${marginDb}`)
   }

@@ -1,19 +1,20 @@
 import { performance } from 'node:perf_hooks'
 import type { CoreLogger } from '../log.ts'
-import type { SessionOptions } from '../assemblyai/session.ts'
+import type { SessionOptions } from '../assemblyai/protocol.ts'
 import { TrackAligner } from '../audio/aligner.ts'
-import type { PushResult, Track } from '../audio/aligner.ts'
+import type { PushResult } from '../audio/aligner.ts'
+import type { Track } from './types.ts'
 import { Chunker } from '../audio/chunker.ts'
+import { TWILIO_SAMPLE_RATE, msToSamples, pcm16BytesToSamples, samplesToMs, samplesToSeconds } from '../audio/sample-rate.ts'
 import type { UpstreamError } from '../errors.ts'
 import { mapPartial } from '../live/partials.ts'
 import type { PartialTurn } from '../live/partials.ts'
 import type { Metrics } from '../metrics.ts'
 import { serializeEvent } from '../webhooks/events.ts'
-import type { EventSink, OutgoingEvent } from '../webhooks/events.ts'
+import type { EventIds, EventSink, OutgoingEvent } from '../webhooks/events.ts'
 import { TurnAssembler } from './turns.ts'
-import type { TranscriptEntry } from './turns.ts'
 import { UpstreamLink } from './upstream-link.ts'
-import type { ReconnectPolicy, UpstreamSessionSummary } from './upstream-link.ts'
+import type { ReconnectPolicy } from './upstream-link.ts'
 
 export type EndReason = 'completed' | 'stream_error' | 'transcription_failed' | 'shutdown'
 
@@ -38,13 +39,12 @@ export interface CallSessionOptions {
   /** The call's child logger (callSid, streamSid bound). */
   logger: CoreLogger
   /** How long the upstream may take to return its last turns after `Terminate`, ms. Default 10000. */
-  terminateTimeoutMs?: number
-  reconnect?: ReconnectPolicy
+  terminateTimeoutMs?: number | undefined
+  reconnect?: ReconnectPolicy | undefined
   /** Called once when the call has ended and its `call.ended` is durable. */
   onEnded: (session: CallSession, reason: EndReason) => void
 }
 
-const SAMPLE_RATE = 8000
 const LAG_RING = 512
 
 /**
@@ -83,10 +83,10 @@ export class CallSession {
     this.#metrics = options.metrics
     this.#logger = options.logger
     this.startedAt = new Date()
-    this.#chunker = new Chunker(options.chunkMs, (chunk, startSample) => this.#onChunk(chunk, startSample), SAMPLE_RATE)
+    this.#chunker = new Chunker(options.chunkMs, (chunk, startSample) => this.#onChunk(chunk, startSample), TWILIO_SAMPLE_RATE)
     this.#aligner = new TrackAligner({
       tracks: options.identity.tracks,
-      sampleRate: SAMPLE_RATE,
+      sampleRate: TWILIO_SAMPLE_RATE,
       onMixed: (samples, length) => this.#chunker.push(samples, length)
     })
     this.#turns = new TurnAssembler(this.#aligner.energy)
@@ -94,7 +94,7 @@ export class CallSession {
       session: options.upstream,
       metrics: options.metrics,
       logger: options.logger,
-      ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
+      reconnect: options.reconnect,
       onTurn: (turn, sessionId, offsetSamples) => this.#onTurn(turn, sessionId, offsetSamples),
       onRevision: (revision, sessionId) => this.#turns.applyRevision(revision, sessionId),
       onFailed: (error) => this.#onUpstreamFailed(error)
@@ -106,13 +106,14 @@ export class CallSession {
   /** Publishes `call.started` and opens the upstream session. */
   start (): void {
     const { identity, upstream } = this.#options
-    this.#publish('call.started', {
+    this.#publish(serializeEvent('call.started', {
+      ...this.#nextIds(),
       account_sid: identity.accountSid,
       started_at: this.startedAt.toISOString(),
       tracks: identity.tracks,
       custom_parameters: identity.customParameters,
       transcription: { speech_model: upstream.speechModel, domain: upstream.domain, speaker_labels: upstream.speakerLabels, sample_rate: upstream.sampleRate }
-    })
+    }))
     this.#link.start()
   }
 
@@ -153,20 +154,21 @@ export class CallSession {
       this.#link.close()
     }
     const endedAt = new Date()
-    this.#publish('call.ended', {
+    this.#publish(serializeEvent('call.ended', {
+      ...this.#nextIds(),
       reason,
       started_at: this.startedAt.toISOString(),
       ended_at: endedAt.toISOString(),
-      audio_ms: Math.round(this.#aligner.endSample / 8),
+      audio_ms: Math.round(samplesToMs(this.#aligner.endSample)),
       turn_count: this.#turns.count,
-      transcript: this.#turns.transcript satisfies TranscriptEntry[],
-      upstream_sessions: this.#link.sessions satisfies UpstreamSessionSummary[]
-    })
+      transcript: this.#turns.transcript,
+      upstream_sessions: this.#link.sessions
+    }))
     this.flushMetrics()
     const durationSeconds = (endedAt.getTime() - this.startedAt.getTime()) / 1000
     this.#metrics.callsTotal.inc({ outcome: reason })
     this.#metrics.callDuration.observe(durationSeconds)
-    this.#logger.info({ reason, turns: this.#turns.count, audioMs: Math.round(this.#aligner.endSample / 8), durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
+    this.#logger.info({ reason, turns: this.#turns.count, audioMs: Math.round(samplesToMs(this.#aligner.endSample)), durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
     this.#options.onEnded(this, reason)
   }
 
@@ -198,10 +200,10 @@ export class CallSession {
     const outboundReceived = stats.outbound.receivedSamples - flushed.outboundReceived
     const inboundGap = stats.inbound.gapSamples - flushed.inboundGap
     const outboundGap = stats.outbound.gapSamples - flushed.outboundGap
-    if (inboundReceived > 0) metrics.audioReceived.inc({ track: 'inbound' }, inboundReceived / SAMPLE_RATE)
-    if (outboundReceived > 0) metrics.audioReceived.inc({ track: 'outbound' }, outboundReceived / SAMPLE_RATE)
-    if (inboundGap > 0) metrics.audioGap.inc({ track: 'inbound' }, inboundGap / SAMPLE_RATE)
-    if (outboundGap > 0) metrics.audioGap.inc({ track: 'outbound' }, outboundGap / SAMPLE_RATE)
+    if (inboundReceived > 0) metrics.audioReceived.inc({ track: 'inbound' }, samplesToSeconds(inboundReceived))
+    if (outboundReceived > 0) metrics.audioReceived.inc({ track: 'outbound' }, samplesToSeconds(outboundReceived))
+    if (inboundGap > 0) metrics.audioGap.inc({ track: 'inbound' }, samplesToSeconds(inboundGap))
+    if (outboundGap > 0) metrics.audioGap.inc({ track: 'outbound' }, samplesToSeconds(outboundGap))
     flushed.inboundReceived = stats.inbound.receivedSamples
     flushed.outboundReceived = stats.outbound.receivedSamples
     flushed.inboundGap = stats.inbound.gapSamples
@@ -212,7 +214,7 @@ export class CallSession {
     // The chunker counts from its first sample; the call timeline starts at stream start, and the
     // mix begins where the first frame's media.timestamp puts it.
     const startSample = outputSample + (this.#aligner.startSample ?? 0)
-    const endSample = startSample + chunk.length / 2
+    const endSample = startSample + pcm16BytesToSamples(chunk.length)
     const receivedAt = this.#sendingFromFrame ? this.#frameReceivedAt : performance.now()
     const slot = this.#lagNext++ % LAG_RING
     this.#lagEnd[slot] = endSample
@@ -227,10 +229,10 @@ export class CallSession {
     if (this.#endReason === 'transcription_failed') return
     const data = this.#turns.accept(turn, sessionId, offsetSamples)
     if (data === null) return
-    this.#link.markFinal(data.end_ms * 8)
-    this.#observeLag(data.end_ms * 8)
+    this.#link.markFinal(msToSamples(data.end_ms))
+    this.#observeLag(msToSamples(data.end_ms))
     this.#metrics.turnsTotal.inc({ role: data.role })
-    this.#publish('transcript.turn', { ...data })
+    this.#publish(serializeEvent('transcript.turn', { ...this.#nextIds(), ...data }))
     this.#logger.debug({ turnIndex: data.turn_index, role: data.role, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')
   }
 
@@ -246,20 +248,24 @@ export class CallSession {
   }
 
   #onUpstreamFailed (error: UpstreamError): void {
-    this.#logger.error({ code: error.closeCode }, 'transcription failed for this call')
+    this.#logger.error({ code: error.closeCode, httpStatus: error.httpStatus }, 'transcription failed for this call')
     void this.end('transcription_failed')
   }
 
-  #publish (type: OutgoingEvent['type'], fields: Record<string, unknown>): void {
+  /** The ids that start the next event's data; each call takes the next sequence number. */
+  #nextIds (): EventIds {
     const { identity } = this.#options
     this.#sequence++
-    const data = { call_sid: identity.callSid, stream_sid: identity.streamSid, sequence: this.#sequence, ...fields }
+    return { call_sid: identity.callSid, stream_sid: identity.streamSid, sequence: this.#sequence }
+  }
+
+  #publish (event: OutgoingEvent): void {
     try {
-      this.#options.sink.publish(serializeEvent(type, data))
+      this.#options.sink.publish(event)
     } catch (error) {
       // The outbox could not persist the event (disk full, database closed): nothing else can keep
       // it, so say so loudly with the ids an operator needs to find the call.
-      this.#logger.error({ err: error, type, sequence: this.#sequence }, 'event could not be stored')
+      this.#logger.error({ err: error, type: event.type, sequence: event.sequence }, 'event could not be stored')
     }
   }
 }

@@ -2,8 +2,9 @@ import type { SpeakerRevision, Turn } from '../assemblyai/protocol.ts'
 import { isPlaceholderSpeaker } from '../assemblyai/protocol.ts'
 import type { TrackEnergy } from '../audio/energy.ts'
 import { roleFromEnergy } from '../audio/energy.ts'
+import { samplesToMs } from '../audio/sample-rate.ts'
 
-export type Role = 'customer' | 'agent' | 'unknown'
+import type { Role } from './types.ts'
 
 export interface TurnWord {
   text: string
@@ -68,7 +69,7 @@ export class TurnAssembler {
   accept (turn: Turn, sessionId: string, offsetSamples: number): TurnData | null {
     const key = `${sessionId}:${turn.turn_order}`
     if (this.#byUpstream.has(key)) return null
-    const offsetMs = offsetSamples / 8
+    const offsetMs = samplesToMs(offsetSamples)
     const words: TurnWord[] = []
     for (const word of turn.words) {
       const startMs = Math.round(offsetMs + word.start)

@@ -1,12 +1,12 @@
 import type { CoreLogger } from '../log.ts'
 import { AssemblyAiSession } from '../assemblyai/session.ts'
-import type { SessionOptions } from '../assemblyai/session.ts'
+import type { SessionOptions } from '../assemblyai/protocol.ts'
 import type { SpeakerRevision, Termination, Turn } from '../assemblyai/protocol.ts'
 import { classifyClose, upstreamErrorLabel } from '../assemblyai/protocol.ts'
 import { UpstreamError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
+import { msToSamples, pcm16BytesToSamples, samplesToSeconds } from '../audio/sample-rate.ts'
 
-const SAMPLES_PER_MS = 8
 /** ~16 s of 8 kHz PCM16: far beyond a healthy socket, well within the replay bound. */
 const HIGH_WATER_BYTES = 256 * 1024
 
@@ -21,13 +21,13 @@ export interface ReconnectPolicy {
   maxOutageMs: number
 }
 
-export const DEFAULT_RECONNECT: ReconnectPolicy = { maxAttempts: 8, initialDelayMs: 250, maxDelayMs: 8000, maxOutageMs: 60000 }
+const DEFAULT_RECONNECT: ReconnectPolicy = { maxAttempts: 8, initialDelayMs: 250, maxDelayMs: 8000, maxOutageMs: 60000 }
 
 export interface UpstreamLinkOptions {
   session: SessionOptions
   metrics: Metrics
   logger: CoreLogger
-  reconnect?: ReconnectPolicy
+  reconnect?: ReconnectPolicy | undefined
   /**
    * Audio kept since the end of the last final turn, in ms, so a replacement session can be sent the
    * words that were in flight when the previous one failed. Default 30000.
@@ -45,7 +45,11 @@ export interface UpstreamSessionSummary {
   id: string | null
   audio_seconds: number
   session_seconds: number
-  error: { code: number | string, message: string } | null
+  /**
+   * Why the session failed: `code` is the close code (or the Error frame's `error_code`), 'network'
+   * for a socket lost without one, or the HTTP status of a refused upgrade.
+   */
+  error: { code: number | 'network', message: string } | null
 }
 
 interface PendingChunk { chunk: Buffer, startSample: number, endSample: number }
@@ -90,7 +94,7 @@ export class UpstreamLink {
   constructor (options: UpstreamLinkOptions) {
     this.#options = options
     this.#policy = options.reconnect ?? DEFAULT_RECONNECT
-    this.#replayLimitSamples = (options.replayMs ?? 30000) * SAMPLES_PER_MS
+    this.#replayLimitSamples = msToSamples(options.replayMs ?? 30000)
   }
 
   /** Opens the first session. */
@@ -105,7 +109,7 @@ export class UpstreamLink {
   /** Queues one chunk; returns true when it went out on the socket now. */
   send (chunk: Buffer, startSample: number): boolean {
     if (this.#closed || this.#failed) return false
-    this.#chunks.push({ chunk, startSample, endSample: startSample + chunk.length / 2 })
+    this.#chunks.push({ chunk, startSample, endSample: startSample + pcm16BytesToSamples(chunk.length) })
     // Backpressure: while the socket has more than HIGH_WATER_BYTES queued, audio waits here (within
     // the replay bound) instead of piling up in ws; it goes out with the next chunk after the drain.
     if (this.#open && (this.#current?.session.bufferedAmount ?? 0) <= HIGH_WATER_BYTES) this.#flushQueue()
@@ -155,7 +159,7 @@ export class UpstreamLink {
   /** Moves the batched audio-sent counter to prom-client (the call session's periodic flush). */
   flushMetrics (): void {
     if (this.#unflushedSentSamples === 0) return
-    this.#options.metrics.upstreamAudioSent.inc(this.#unflushedSentSamples / 8000)
+    this.#options.metrics.upstreamAudioSent.inc(samplesToSeconds(this.#unflushedSentSamples))
     this.#unflushedSentSamples = 0
   }
 
@@ -176,7 +180,7 @@ export class UpstreamLink {
 
   #connect (): void {
     const { metrics, logger } = this.#options
-    const session = new AssemblyAiSession(this.#options.session)
+    const session = new AssemblyAiSession(this.#options.session, logger)
     const state: SessionState = {
       session,
       onPartial: (turn) => {
@@ -226,7 +230,7 @@ export class UpstreamLink {
     if (state === null || pending === undefined) return false
     if (!state.session.sendAudio(pending.chunk)) return false
     if (state.offsetSamples === null) state.offsetSamples = pending.startSample
-    const samples = pending.chunk.length / 2
+    const samples = pcm16BytesToSamples(pending.chunk.length)
     state.audioSamples += samples
     this.#unflushedSentSamples += samples
     this.#nextToSend++
@@ -251,9 +255,9 @@ export class UpstreamLink {
       // Past the bound, the oldest audio goes first; unsent audio that goes is counted as lost.
       while (drop < chunks.length && last.endSample - (chunks[drop] as PendingChunk).startSample > this.#replayLimitSamples) {
         if (drop >= this.#nextToSend) {
-          const samples = (chunks[drop] as PendingChunk).chunk.length / 2
+          const samples = pcm16BytesToSamples((chunks[drop] as PendingChunk).chunk.length)
           this.#droppedSamples += samples
-          this.#options.metrics.upstreamAudioDropped.inc(samples / 8000)
+          this.#options.metrics.upstreamAudioDropped.inc(samplesToSeconds(samples))
         }
         drop++
       }
@@ -270,14 +274,14 @@ export class UpstreamLink {
     this.#finalizeSummary(state)
     if (this.#closed) return
     if (error === null && this.#finishing) return
-    const failure = error ?? new UpstreamError(code, `upstream closed with ${code}`, classifyClose(code, null).retryable)
-    metrics.upstreamErrors.inc({ code: upstreamErrorLabel(failure.closeCode) })
-    state.summary.error = { code: failure.closeCode, message: failure.message }
+    const failure = error ?? new UpstreamError({ closeCode: code }, `upstream closed with ${code}`, classifyClose(code, null).retryable)
+    metrics.upstreamErrors.inc({ code: upstreamErrorLabel(failure) })
+    state.summary.error = { code: failure.closeCode ?? failure.httpStatus ?? 'network', message: failure.message }
     const now = Date.now()
     this.#outageStartedAt ??= now
     const outageMs = now - this.#outageStartedAt
     if (!failure.retryable || this.#attempt >= this.#policy.maxAttempts || outageMs >= this.#policy.maxOutageMs || this.#finishing) {
-      logger.error({ sessionId: state.summary.id, code: failure.closeCode, retryable: failure.retryable, attempts: this.#attempt }, 'upstream session failed; transcription for this call has ended')
+      logger.error({ sessionId: state.summary.id, code: failure.closeCode, httpStatus: failure.httpStatus, retryable: failure.retryable, attempts: this.#attempt }, 'upstream session failed; transcription for this call has ended')
       this.#failed = true
       this.#current = null
       this.#options.onFailed(failure)
@@ -286,7 +290,7 @@ export class UpstreamLink {
     const delay = Math.min(this.#policy.maxDelayMs, this.#policy.initialDelayMs * 2 ** this.#attempt) * (0.75 + Math.random() * 0.5)
     this.#attempt++
     metrics.upstreamReconnects.inc()
-    logger.warn({ sessionId: state.summary.id, code: failure.closeCode, attempt: this.#attempt, delayMs: Math.round(delay) }, 'upstream session lost; reconnecting')
+    logger.warn({ sessionId: state.summary.id, code: failure.closeCode, httpStatus: failure.httpStatus, attempt: this.#attempt, delayMs: Math.round(delay) }, 'upstream session lost; reconnecting')
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null
       if (!this.#closed) this.#connect()
@@ -304,7 +308,7 @@ export class UpstreamLink {
       state.summary.session_seconds = Math.round((Date.now() - state.openedAt) / 1000)
     }
     if (state.summary.audio_seconds === 0) {
-      state.summary.audio_seconds = Math.round(state.audioSamples / 8000)
+      state.summary.audio_seconds = Math.round(samplesToSeconds(state.audioSamples))
     }
   }
 }

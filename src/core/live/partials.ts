@@ -2,7 +2,7 @@ import type { Turn } from '../assemblyai/protocol.ts'
 import { isPlaceholderSpeaker } from '../assemblyai/protocol.ts'
 import type { TrackEnergy } from '../audio/energy.ts'
 import { roleFromEnergy } from '../audio/energy.ts'
-import type { Role } from '../call/turns.ts'
+import type { Role } from '../call/types.ts'
 
 /**
  * A non-final Turn on the call's timeline: the words so far of a turn still being spoken. Shown to

@@ -1,4 +1,5 @@
-import type { TwilioTrack } from './messages.ts'
+import type { Track } from '../call/types.ts'
+import { MAX_PAYLOAD_BYTES } from './messages.ts'
 
 /**
  * The fast path for the one message that matters for cost: `media`, ~100 a second per call. It reads
@@ -11,7 +12,7 @@ import type { TwilioTrack } from './messages.ts'
  */
 export interface MediaFrame {
   sequenceNumber: number
-  track: TwilioTrack
+  track: Track
   chunk: number
   timestampMs: number
   /** Raw μ-law, a view of a shared buffer: valid until the next parse. */
@@ -22,7 +23,7 @@ export interface MediaFrame {
 }
 
 const MAX_COUNTER_DIGITS = 15
-const SCRATCH = Buffer.allocUnsafeSlow(48 * 1024)
+const SCRATCH = Buffer.allocUnsafeSlow(MAX_PAYLOAD_BYTES)
 const RESULT: MediaFrame = { sequenceNumber: 0, track: 'inbound', chunk: 0, timestampMs: 0, payload: SCRATCH.subarray(0, 0), streamSidStart: 0, streamSidEnd: 0 }
 
 const QUOTE = 0x22

@@ -1,10 +1,10 @@
+import type { Track } from '../call/types.ts'
+
 /**
  * Runtime-validated parsing of the messages Twilio sends on a Media Streams WebSocket
- * (reference/twilio-media-streams.md §3.2). This runs for every media frame (~100/s per call), so it
+ * (docs/protocols.md, "Twilio Media Streams"). This runs for every media frame (~100/s per call), so it
  * allocates nothing beyond what JSON.parse produces, the result object and the payload Buffer.
  */
-
-export type TwilioTrack = 'inbound' | 'outbound'
 
 export interface MediaFormat {
   /** Always 'audio/x-mulaw': anything else is refused as 'schema'. */
@@ -20,7 +20,7 @@ export interface StartInfo {
   accountSid: string
   callSid: string
   /** One or two distinct tracks, as listed by Twilio. */
-  tracks: TwilioTrack[]
+  tracks: Track[]
   /**
    * The TwiML `<Parameter>`s, string to string; `{}` when none were given. It is the object JSON.parse
    * built, whose keys are own data properties (a `__proto__` key is an ordinary key here and changes no
@@ -37,7 +37,7 @@ export type TwilioMessage =
     event: 'media'
     sequenceNumber: number
     streamSid: string
-    track: TwilioTrack
+    track: Track
     /** Per-message counter from 1. */
     chunk: number
     /** Presentation time in ms since the stream started (Twilio's `media.timestamp`). */
@@ -52,8 +52,20 @@ export type TwilioMessage =
   /** Not JSON ('json') or JSON of the wrong shape ('schema'); the caller counts it and decides. */
   | { event: 'invalid', reason: 'json' | 'schema' }
 
-/** Room for the largest payload a 64 KiB message can carry (base64 is 4 characters per 3 bytes). */
-const PAYLOAD_SCRATCH = Buffer.allocUnsafeSlow(48 * 1024)
+/**
+ * The largest Twilio message the media WebSocket accepts; a larger one closes the socket with 1009.
+ * Twilio never sends one near it: a 20 ms media frame is ~400 bytes.
+ */
+export const MAX_MESSAGE_BYTES = 64 * 1024
+
+/**
+ * The largest media payload a message within MAX_MESSAGE_BYTES can carry (base64 is 4 characters per
+ * 3 bytes). Both media parsers decode into scratch buffers of this size, so raising the message limit
+ * raises them with it and no payload can be cut short.
+ */
+export const MAX_PAYLOAD_BYTES = Math.ceil(MAX_MESSAGE_BYTES / 4) * 3
+
+const PAYLOAD_SCRATCH = Buffer.allocUnsafeSlow(MAX_PAYLOAD_BYTES)
 
 // Shared, frozen results: the messages that carry nothing need no allocation.
 const CONNECTED: TwilioMessage = Object.freeze({ event: 'connected' })
@@ -157,7 +169,7 @@ function parseCounter (value: unknown): number {
   return result
 }
 
-function isTrackList (value: unknown): value is TwilioTrack[] {
+function isTrackList (value: unknown): value is Track[] {
   if (!Array.isArray(value) || value.length === 0 || value.length > 2) return false
   const first: unknown = value[0]
   if (first !== 'inbound' && first !== 'outbound') return false

@@ -1,7 +1,7 @@
 import twilio from 'twilio'
 
 /**
- * The TwiML answering the voice webhook (reference/twilio-media-streams.md §2): start a
+ * The TwiML answering the voice webhook (docs/protocols.md, "Twilio Media Streams"): start a
  * unidirectional stream of both tracks, then hand the call on. `<Start>` is non-blocking, so a verb
  * must follow or Twilio hangs up.
  */
@@ -11,7 +11,7 @@ export interface StreamTwimlOptions {
   streamUrl: string
   /** Absolute URL of the stream status callback route. */
   statusCallbackUrl: string
-  /** `<Stream name>`; unique per call, echoed as StreamName in status callbacks. Default 'medstream'. */
+  /** `<Stream name>`, echoed as StreamName in status callbacks; the same for every call. Default 'medstream'. */
   streamName?: string
   /** Each becomes a `<Parameter>` and arrives in `start.customParameters`; includes `token`. */
   parameters: Record<string, string>
@@ -27,8 +27,18 @@ export interface StreamTwiml {
   droppedParameters: string[]
 }
 
-export const DEFAULT_STREAM_NAME = 'medstream'
-/** Twilio: name + value of each `<Parameter>` must be under 500 characters (§2.3). */
+/** Where the TwiML points Twilio: the media WebSocket and the stream status callback, from PUBLIC_URL. */
+export function streamUrls (publicUrl: URL): { streamUrl: string, statusCallbackUrl: string } {
+  // Twilio only connects to wss://; a plain http PUBLIC_URL (loopback development) maps to ws://.
+  const wsScheme = publicUrl.protocol === 'https:' ? 'wss:' : 'ws:'
+  return {
+    streamUrl: `${wsScheme}//${publicUrl.host}/twilio/media`,
+    statusCallbackUrl: `${publicUrl.origin}/twilio/stream-status`
+  }
+}
+
+const DEFAULT_STREAM_NAME = 'medstream'
+/** Twilio: name + value of each `<Parameter>` must be under 500 characters. */
 export const MAX_PARAMETER_CHARS = 500
 const TOKEN_PARAMETER = 'token'
 

@@ -1,3 +1,7 @@
+import type { EventData, EventType } from '../events/payloads.ts'
+
+export type { CallEndedData, CallStartedData, EventData, EventIds, EventPayload, EventType, TranscriptTurnData } from '../events/payloads.ts'
+
 /**
  * One outgoing event, serialized once: the webhook sender and the file sink send `body` byte for byte,
  * so a retry carries the same bytes and the same `webhook-id`.
@@ -9,7 +13,7 @@ export interface OutgoingEvent {
   streamSid: string
   /** Counts the stream's events from 1 with no gaps. */
   sequence: number
-  type: 'call.started' | 'transcript.turn' | 'call.ended'
+  type: EventType
   /** `{"type","timestamp","data"}` as JSON: the exact bytes delivered. */
   body: string
 }
@@ -26,11 +30,12 @@ export interface EventSink {
   close (deadline: number): Promise<void>
 }
 
-export function eventId (streamSid: string, sequence: number): string {
+function eventId (streamSid: string, sequence: number): string {
   return `${streamSid}-${sequence}`
 }
 
-export function serializeEvent (type: OutgoingEvent['type'], data: { call_sid: string, stream_sid: string, sequence: number }, now: Date = new Date()): OutgoingEvent {
+/** Serializes one event once; `data` must be what docs/interface.md lists for `type`. */
+export function serializeEvent<T extends EventType> (type: T, data: EventData<T>, now: Date = new Date()): OutgoingEvent {
   const body = JSON.stringify({ type, timestamp: now.toISOString(), data })
   return { id: eventId(data.stream_sid, data.sequence), callSid: data.call_sid, streamSid: data.stream_sid, sequence: data.sequence, type, body }
 }

@@ -1,5 +1,5 @@
 import { Webhook } from 'standardwebhooks'
-import type { Logger } from 'pino'
+import type { CoreLogger } from '../log.ts'
 import { ConfigError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import type { DueEvent, FailureRecord, Outbox } from './outbox.ts'
@@ -33,7 +33,7 @@ export interface WebhookSenderOptions {
   secrets: string[]
   outbox: Outbox
   metrics: WebhookMetrics
-  logger: Logger
+  logger: CoreLogger
   /** Per attempt, ms, from request to response headers and a short body. Default 15000. */
   timeoutMs?: number
   /** Requests in flight at once, across streams (each stream has at most one). Default 32. */
@@ -126,7 +126,7 @@ export class WebhookSender {
   readonly #signers: Webhook[]
   readonly #outbox: Outbox
   readonly #metrics: WebhookMetrics
-  readonly #logger: Logger
+  readonly #logger: CoreLogger
   readonly #timeoutMs: number
   readonly #maxInFlight: number
   readonly #retry: RetryOptions

@@ -1,5 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { UpstreamError } from '../../../src/core/errors.ts'
 import { buildSessionUrl, classifyClose, isPlaceholderSpeaker, normalizeKeyterms, parseServerMessage, upstreamErrorLabel } from '../../../src/core/assemblyai/protocol.ts'
 import type { SessionOptions } from '../../../src/core/assemblyai/protocol.ts'
 
@@ -88,9 +89,10 @@ test('classifyClose follows the reference table for every v3 code', () => {
 })
 
 test('upstreamErrorLabel maps network and HTTP statuses onto the closed label set', () => {
-  assert.equal(upstreamErrorLabel('network'), 'network')
-  assert.equal(upstreamErrorLabel(3005), '3005')
-  assert.equal(upstreamErrorLabel(503), 'other')
+  assert.equal(upstreamErrorLabel(new UpstreamError({ closeCode: 'network' }, 'lost', true)), 'network')
+  assert.equal(upstreamErrorLabel(new UpstreamError({ closeCode: 3005 }, 'server error', true)), '3005')
+  assert.equal(upstreamErrorLabel(new UpstreamError({ httpStatus: 503 }, 'refused', true)), 'other')
+  assert.equal(upstreamErrorLabel(new UpstreamError({ httpStatus: 1008 }, 'a status that looks like a close code', false)), 'other')
 })
 
 test('isPlaceholderSpeaker accepts only plain capital letters as real labels', () => {

@@ -8,7 +8,8 @@ import { pino } from 'pino'
 import { WebSocketServer } from 'ws'
 import type { WebSocket } from 'ws'
 import { AssemblyAiSession } from '../../../src/core/assemblyai/session.ts'
-import type { SessionClosed, SessionOptions } from '../../../src/core/assemblyai/session.ts'
+import type { SessionOptions } from '../../../src/core/assemblyai/protocol.ts'
+import type { SessionClosed } from '../../../src/core/assemblyai/session.ts'
 import type { SpeakerRevision, SpeechStarted, Turn, Warning } from '../../../src/core/assemblyai/protocol.ts'
 import { UpstreamError } from '../../../src/core/errors.ts'
 import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
@@ -230,7 +231,7 @@ test('session reports a retryable error when the server rate-limits with 1008 or
     { code: 1008 as const, error: 'Unauthorized Connection: Too many concurrent sessions' },
     { code: 3009 as const, error: 'Too many concurrent sessions' }
   ]
-  const server = await fake(t, { faults: (index) => ({ rejectWith: plans[index] }) })
+  const server = await fake(t, { faults: (index) => { const rejectWith = plans[index]; return rejectWith === undefined ? {} : { rejectWith } } })
   for (const plan of plans) {
     const error = await rejection(new AssemblyAiSession(sessionOptions(server.url)).connect())
     assert.equal(error.closeCode, plan.code)
@@ -316,9 +317,9 @@ test('session classifies the HTTP status when the upgrade is refused', async (t)
   t.after(() => new Promise<void>((resolve) => { http.close(() => { resolve() }) }))
   const url = `ws://127.0.0.1:${(http.address() as AddressInfo).port}/v3/ws`
   const unavailable = await rejection(new AssemblyAiSession(sessionOptions(url, { speechModel: 'busy' })).connect())
-  assert.deepEqual([unavailable.closeCode, unavailable.retryable], [503, true])
+  assert.deepEqual([unavailable.httpStatus, unavailable.closeCode, unavailable.retryable], [503, null, true])
   const unauthorized = await rejection(new AssemblyAiSession(sessionOptions(url)).connect())
-  assert.deepEqual([unauthorized.closeCode, unauthorized.retryable], [401, false])
+  assert.deepEqual([unauthorized.httpStatus, unauthorized.closeCode, unauthorized.retryable], [401, null, false])
 })
 
 test('session accepts audio before Begin when the socket is already open', async (t) => {
@@ -349,7 +350,7 @@ function captureLogs () {
 test('session ignores unknown messages and surfaces Warnings when the server sends both', async (t) => {
   const server = await fake(t, { faults: () => ({ warningAfterAudioMs: 100, unknownMessageAfterAudioMs: 150 }) })
   const { lines, logger } = captureLogs()
-  const session = new AssemblyAiSession(sessionOptions(server.url, { logger }))
+  const session = new AssemblyAiSession(sessionOptions(server.url), logger)
   const events = record(session)
   await session.connect()
   sendAll(session, Buffer.concat([pcmSilence(200), pcmTone(500), pcmSilence(500)]))
@@ -367,7 +368,7 @@ test('session ignores unknown messages and surfaces Warnings when the server sen
 test('session keeps delivering when a listener throws', async (t) => {
   const server = await fake(t, { partialsPerTurn: 0 })
   const { lines, logger } = captureLogs()
-  const session = new AssemblyAiSession(sessionOptions(server.url, { logger }))
+  const session = new AssemblyAiSession(sessionOptions(server.url), logger)
   session.on('turn', () => { throw new Error('consumer bug') })
   const events = record(session)
   await session.connect()
@@ -483,7 +484,7 @@ test('session leaves non-final Turns unparsed when nobody listens for partials, 
   })
   const lines: string[] = []
   const logger = pino({ level: 'debug' }, new Writable({ write (chunk: Buffer, _encoding, callback) { lines.push(chunk.toString('utf8')); callback() } }))
-  const session = new AssemblyAiSession(sessionOptions(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/v3/ws`, { logger }))
+  const session = new AssemblyAiSession(sessionOptions(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/v3/ws`), logger)
   t.after(() => { session.close() })
   const partials: string[] = []
   const finals: string[] = []

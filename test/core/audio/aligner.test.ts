@@ -1,7 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { TrackAligner } from '../../../src/core/audio/aligner.ts'
-import type { AlignerOptions, PushResult, Track } from '../../../src/core/audio/aligner.ts'
+import type { AlignerOptions, PushResult } from '../../../src/core/audio/aligner.ts'
+import type { Track } from '../../../src/core/call/types.ts'
 import { prng } from '../../helpers/prng.ts'
 
 /** Most samples one onMixed call may carry with the default maxWait (60 ms) : 1024 + 480. */

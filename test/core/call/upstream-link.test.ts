@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import pino from 'pino'
 import { Registry } from 'prom-client'
 import { UpstreamLink } from '../../../src/core/call/upstream-link.ts'
+import type { CoreLogger } from '../../../src/core/log.ts'
 import { createMetrics } from '../../../src/core/metrics.ts'
 import { startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
 
@@ -90,4 +91,33 @@ test('UpstreamLink replays the audio since the last final turn to a replacement 
   assert.equal(second[0], 12, 'the replay starts with the chunk the last final turn ended in')
   assert.equal(second.at(-1), 30, 'and runs to the newest audio')
   assert.equal(second.length, (30 - 11) * 400)
+})
+
+test('UpstreamLink passes its logger to the session when the server never answers Terminate', async (t) => {
+  const fake = await startFakeAssemblyAi({ apiKeys: [API_KEY], faults: () => ({ ignoreTerminate: true }) })
+  t.after(() => fake.close())
+  const lines: Array<{ level: string, fields: unknown, message: string | undefined }> = []
+  const record = (level: string) => (fields: object | string, message?: string): void => {
+    lines.push(typeof fields === 'string' ? { level, fields: {}, message: fields } : { level, fields, message })
+  }
+  const logger: CoreLogger = { debug: record('debug'), info: record('info'), warn: record('warn'), error: record('error') }
+  const link = new UpstreamLink({
+    session: { url: fake.url, apiKey: API_KEY, speechModel: 'u3-rt-pro', domain: null, speakerLabels: false, maxSpeakers: 2, keyterms: [], minTurnSilenceMs: 800, maxTurnSilenceMs: 3600, sampleRate: 8000 },
+    metrics: createMetrics(new Registry(), 'test'),
+    logger,
+    onTurn: () => {},
+    onRevision: () => {},
+    onFailed: () => {}
+  })
+  t.after(() => link.close())
+  link.start()
+  await until(() => fake.sessions.length === 1 && fake.sessions[0]!.id !== '')
+  link.send(chunk(0), 0)
+  await link.finish(300)
+  const warning = lines.find((line) => line.message === 'AssemblyAI session did not end after Terminate; closing it')
+  assert.equal(warning?.level, 'warn')
+  const fields = warning?.fields as { upstreamSessionId?: string, timeoutMs?: number } | undefined
+  assert.equal(fields?.upstreamSessionId, fake.sessions[0]!.id)
+  assert.ok(typeof fields?.timeoutMs === 'number' && fields.timeoutMs <= 300)
+  assert.ok(lines.some((line) => line.level === 'debug' && line.message === 'AssemblyAI session closed'), 'lifecycle lines reach it too')
 })

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { createHmac, hkdfSync } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { test } from 'node:test'
 import { bearerToken, deriveLiveViewKey, grantCovers, mintViewerToken, verifyViewerToken } from '../../../src/core/live/viewer-token.ts'
 
@@ -62,4 +63,14 @@ test('bearerToken reads only an Authorization Bearer header', () => {
   assert.equal(bearerToken(undefined), null)
   assert.equal(bearerToken('Basic abc'), null)
   assert.equal(bearerToken('Bearer a b'), null)
+})
+
+test('the worked example in docs/interface.md is what mintViewerToken makes from its key, scope and expiry', () => {
+  const doc = readFileSync(new URL('../../../docs/interface.md', import.meta.url), 'utf8')
+  const key = Buffer.from('example-live-view-secret-0123456789abcdef', 'utf8')
+  const at = 1764600000 * 1000 - 3600 * 1000
+  for (const scope of ['CA5f2b7c0d9e8a41f3b6c2d1e0f9a8b7c6', '*']) {
+    const token = mintViewerToken(key, scope, at, 3600)
+    assert.ok(doc.includes(token), `${token} is in the worked example`)
+  }
 })

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseMediaFrame } from '../../../src/core/twilio/media-fast-path.ts'
-import { parseTwilioMessage } from '../../../src/core/twilio/messages.ts'
+import { MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, parseTwilioMessage } from '../../../src/core/twilio/messages.ts'
 import { prng } from '../../helpers/prng.ts'
 
 const SID = 'MZ18ad3ab5a668481ce02b83e7395059f0'
@@ -115,4 +115,21 @@ test('media fast path steps aside for every other event, escapes, duplicates, un
   ]
   for (const text of declined) assert.equal(parseMediaFrame(Buffer.from(text)), null, text)
   assert.ok(parseMediaFrame(Buffer.from(media({}))) !== null)
+})
+
+test('both media parsers decode the whole payload when a message is as large as MAX_MESSAGE_BYTES allows', () => {
+  const envelope = JSON.stringify({ event: 'media', sequenceNumber: '1', streamSid: SID, media: { track: 'inbound', chunk: '1', timestamp: '0', payload: '' } })
+  // The longest base64 that still fits: the scratch buffers are sized from the limit, not beside it.
+  const base64Chars = Math.floor((MAX_MESSAGE_BYTES - envelope.length) / 4) * 4
+  const payload = Buffer.alloc(base64Chars / 4 * 3, 0x5a)
+  payload[payload.length - 1] = 0x01
+  const text = envelope.replace('"payload":""', `"payload":"${payload.toString('base64')}"`)
+  assert.ok(Buffer.byteLength(text) <= MAX_MESSAGE_BYTES && Buffer.byteLength(text) > MAX_MESSAGE_BYTES - 4)
+  assert.ok(payload.length <= MAX_PAYLOAD_BYTES)
+  const frame = parseMediaFrame(Buffer.from(text))
+  assert.ok(frame !== null)
+  assert.equal(Buffer.compare(frame.payload, payload), 0)
+  const message = parseTwilioMessage(text)
+  assert.equal(message.event, 'media')
+  if (message.event === 'media') assert.equal(Buffer.compare(message.payload, payload), 0)
 })

@@ -1,9 +1,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import twilio from 'twilio'
-import { validateHttpSignature, validateUpgradeSignature } from '../../../src/core/twilio/signature.ts'
+import { TwilioSignatures, matchUpgradeSignature, validateHttpSignature, validateUpgradeSignature } from '../../../src/core/twilio/signature.ts'
 
-// Vectors from reference/twilio-media-streams.md §4, all with auth token 12345.
+// Vectors from Twilio's security docs and twilio-node's tests (docs/protocols.md, "Signatures"), all with auth token 12345.
 const TOKEN = '12345'
 const DOCS_URL = 'https://example.com/myapp.php?foo=1&bar=2'
 const DOCS_PARAMS = { CallSid: 'CA1234567890ABCDE', Caller: '+14158675310', Digits: '1234', From: '+14158675310', To: '+18005551212' }
@@ -79,11 +79,39 @@ test('validateUpgradeSignature accepts a signature over the default port when th
   assert.equal(validateUpgradeSignature(TOKEN, 'Ko8aymfVk0cCegaxVKH0ZCvSyf4=', 'wss://example.com:443/twilio/media'), true)
 })
 
-test('validateUpgradeSignature rejects an https signature when the stream URL is wss, and vice versa', () => {
-  const https = twilio.getExpectedTwilioSignature(TOKEN, 'https://example.com/twilio/media', {})
-  assert.notEqual(https, 'Ko8aymfVk0cCegaxVKH0ZCvSyf4=')
-  assert.equal(validateUpgradeSignature(TOKEN, https, 'wss://example.com/twilio/media'), false)
-  assert.equal(validateHttpSignature(TOKEN, 'Ko8aymfVk0cCegaxVKH0ZCvSyf4=', 'https://example.com/twilio/media', {}), false)
+test('matchUpgradeSignature names the form when the signature is over the wss or https twin, with or without a slash', () => {
+  const stream = 'wss://example.com/twilio/media'
+  const over = (url: string): string => twilio.getExpectedTwilioSignature(TOKEN, url, {})
+  assert.equal(over(stream), 'Ko8aymfVk0cCegaxVKH0ZCvSyf4=')
+  assert.equal(matchUpgradeSignature(TOKEN, over(stream), stream), 'wss')
+  assert.equal(matchUpgradeSignature(TOKEN, over(`${stream}/`), stream), 'wss_slash')
+  assert.equal(matchUpgradeSignature(TOKEN, over('https://example.com/twilio/media'), stream), 'https')
+  assert.equal(matchUpgradeSignature(TOKEN, over('https://example.com/twilio/media/'), stream), 'https_slash')
+})
+
+test('matchUpgradeSignature maps ws to http when PUBLIC_URL is plain http', () => {
+  const stream = 'ws://127.0.0.1:3000/twilio/media'
+  assert.equal(matchUpgradeSignature(TOKEN, twilio.getExpectedTwilioSignature(TOKEN, 'http://127.0.0.1:3000/twilio/media', {}), stream), 'https')
+  assert.equal(matchUpgradeSignature(TOKEN, twilio.getExpectedTwilioSignature(TOKEN, 'https://127.0.0.1:3000/twilio/media', {}), stream), null)
+})
+
+test('matchUpgradeSignature refuses when the signature is forged, made with another token or over another host', () => {
+  const stream = 'wss://example.com/twilio/media'
+  assert.equal(matchUpgradeSignature(TOKEN, 'AAAAAAAAAAAAAAAAAAAAAAAAAAA=', stream), null)
+  for (const url of [stream, `${stream}/`, 'https://example.com/twilio/media', 'https://example.com/twilio/media/']) {
+    assert.equal(matchUpgradeSignature(TOKEN, twilio.getExpectedTwilioSignature('54321', url, {}), stream), null)
+  }
+  assert.equal(matchUpgradeSignature(TOKEN, twilio.getExpectedTwilioSignature(TOKEN, 'https://example.org/twilio/media', {}), stream), null)
+  assert.equal(matchUpgradeSignature(TOKEN, twilio.getExpectedTwilioSignature(TOKEN, 'https://example.com/twilio/media', { a: '1' }), stream), null)
+})
+
+test('TwilioSignatures checks webhooks over PUBLIC_URL origin when the request came through a proxy', () => {
+  const signatures = new TwilioSignatures(TOKEN, new URL('https://example.com/ignored/path'))
+  assert.equal(signatures.checkWebhook('z9E7ICjyJwfuLpXh+Yr0yaKjF0U=', '/twilio/voice', VOICE_PARAMS), true)
+  assert.equal(signatures.checkWebhook('z9E7ICjyJwfuLpXh+Yr0yaKjF0U=', '/twilio/voice?x=1', VOICE_PARAMS), false)
+  assert.equal(signatures.checkWebhook(['z9E7ICjyJwfuLpXh+Yr0yaKjF0U='], '/twilio/voice', VOICE_PARAMS), false)
+  assert.equal(signatures.checkUpgrade('Ko8aymfVk0cCegaxVKH0ZCvSyf4='), 'wss')
+  assert.equal(new TwilioSignatures(null, new URL('https://example.com')).checkUpgrade('Ko8aymfVk0cCegaxVKH0ZCvSyf4='), null)
 })
 
 test('validateUpgradeSignature rejects when the header is missing, the path differs or the token differs', () => {

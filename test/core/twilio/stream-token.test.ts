@@ -8,7 +8,7 @@ const CALL = `CA${'1'.repeat(32)}`
 const ACCOUNT = `AC${'2'.repeat(32)}`
 const NOW_MS = 1_800_000_000_500
 
-test('mintStreamToken builds v1.<expiry>.<mac> when given the DESIGN.md inputs', () => {
+test('mintStreamToken builds v1.<expiry>.<mac> as docs/interface.md specifies when given a CallSid, AccountSid and time', () => {
   const token = mintStreamToken(SECRET, CALL, ACCOUNT, NOW_MS)
   const expiry = 1_800_000_000 + 300
   const mac = createHmac('sha256', SECRET).update(`v1.${CALL}.${ACCOUNT}.${expiry}`).digest('base64url')

@@ -8,7 +8,7 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import { Webhook } from 'standardwebhooks'
 import { serializeEvent } from '../../../src/core/webhooks/events.ts'
-import type { OutgoingEvent } from '../../../src/core/webhooks/events.ts'
+import type { OutgoingEvent, TranscriptTurnData } from '../../../src/core/webhooks/events.ts'
 import { WebhookSink } from '../../../src/core/webhooks/webhook-sink.ts'
 import type { WebhookSinkOptions } from '../../../src/core/webhooks/webhook-sink.ts'
 import { createMetrics } from '../../../src/core/metrics.ts'
@@ -185,7 +185,7 @@ export function streamSid (n: number): string {
 
 /** Event `sequence` of test call `n`, serialized once as the pipeline does. */
 export function testEvent (n: number, sequence: number, type: OutgoingEvent['type'] = 'transcript.turn'): OutgoingEvent {
-  return serializeEvent(type, { call_sid: callSid(n), stream_sid: streamSid(n), sequence, text: `I take metoprolol, ${sequence * 25} milligrams twice a day.` } as Parameters<typeof serializeEvent>[1])
+  return serializeEvent(type, { call_sid: callSid(n), stream_sid: streamSid(n), sequence, text: `I take metoprolol, ${sequence * 25} milligrams twice a day.` } as TranscriptTurnData)
 }
 
 export interface TestSink {

@@ -7,11 +7,11 @@ import type { AddressInfo } from 'node:net'
 import { once } from 'node:events'
 import { WebSocketServer } from 'ws'
 import type { WebSocket } from 'ws'
-import { parseTwilioMessage } from '../../../src/core/twilio/messages.ts'
-import { validateHttpSignature, validateUpgradeSignature } from '../../../src/core/twilio/signature.ts'
-import { buildStreamTwiml } from '../../../src/core/twilio/twiml.ts'
-import { SimulatedStreamError, TwilioSimulator } from '../../fakes/twilio-simulator.ts'
-import type { PlacedCall } from '../../fakes/twilio-simulator.ts'
+import { parseTwilioMessage } from '../../src/core/twilio/messages.ts'
+import { validateHttpSignature, validateUpgradeSignature } from '../../src/core/twilio/signature.ts'
+import { buildStreamTwiml } from '../../src/core/twilio/twiml.ts'
+import { SimulatedStreamError, TwilioSimulator } from './twilio-simulator.ts'
+import type { PlacedCall } from './twilio-simulator.ts'
 
 const AUTH_TOKEN = 'simulator-test-auth-token'
 // The public side is https, the real listener plain loopback: signatures must follow the former.
@@ -191,7 +191,7 @@ test('TwilioSimulator sends connected, start, interleaved media and stop in Twil
   assert.deepEqual(await stream.closed, { code: 1000 })
   assert.deepEqual(result, { code: 1000, reason: '', framesSent: 100 })
 
-  // Upgrade request as captured (§3.1).
+  // Upgrade request as captured in public traces of Twilio's upgrade.
   assert.equal(stream.path, '/twilio/media')
   assert.equal(stream.headers['user-agent'], 'Twilio.TmeWs/1.0')
   assert.equal(stream.headers['accept-encoding'], 'gzip')

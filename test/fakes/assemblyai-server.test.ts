@@ -2,8 +2,9 @@ import { test } from 'node:test'
 import type { TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
-import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
-import type { FakeAssemblyAiOptions } from '../../fakes/assemblyai-server.ts'
+import { makeSelfSignedCertificate } from '../../bench/lib/tls.ts'
+import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from './assemblyai-server.ts'
+import type { FakeAssemblyAiOptions } from './assemblyai-server.ts'
 
 // The fake is what every other AssemblyAI test trusts, so its protocol behaviour is checked here
 // with a bare `ws` client, independent of the session client.
@@ -67,6 +68,24 @@ test('fake upgrades then refuses with Error 1008 when the Authorization header i
     assert.deepEqual(await client.closed, { code: 1008, reason: 'See Error message for details' })
     assert.deepEqual(client.messages, [{ type: 'Error', error_code: 1008, error }])
   }
+})
+
+test('fake serves wss with the given certificate, refused by a client that does not trust it, when tls is set', async (t) => {
+  const certificate = makeSelfSignedCertificate()
+  t.after(() => { certificate.remove() })
+  const server = await fake(t, { tls: { cert: certificate.cert, key: certificate.key } })
+  assert.match(server.url, /^wss:\/\/127\.0\.0\.1:\d+\/v3\/ws$/)
+  const untrusting = new WebSocket(`${server.url}?${GOOD_QUERY}`, { headers: { Authorization: KEY } })
+  const refused = await new Promise<Error>((resolve) => { untrusting.once('error', resolve) })
+  assert.match(refused.message, /self-signed certificate/)
+  const trusting = new WebSocket(`${server.url}?${GOOD_QUERY}`, { headers: { Authorization: KEY }, ca: certificate.cert })
+  const begin = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    trusting.once('message', (data) => { resolve(JSON.parse(String(data)) as Record<string, unknown>) })
+    trusting.once('error', reject)
+  })
+  trusting.close()
+  assert.equal(begin.type, 'Begin')
+  assert.equal(server.sessions.length, 1, 'the refused handshake never reached the WebSocket server')
 })
 
 test('fake refuses with Error 3006 and no Begin when a connection parameter is invalid', async (t) => {

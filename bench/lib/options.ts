@@ -1,0 +1,105 @@
+import { parseArgs } from 'node:util'
+
+/** Where the service under test stores its webhook events. */
+export type Outbox = 'sqlite' | 'postgres'
+const OUTBOXES: readonly Outbox[] = ['sqlite', 'postgres']
+
+export interface BenchOptions {
+  calls: number
+  /** The measured window. */
+  seconds: number
+  warmupSeconds: number
+  /** Calls are placed evenly over this many seconds. */
+  staggerSeconds: number
+  /** The service's AUDIO_CHUNK_MS. */
+  chunkMs: number
+  floor: boolean
+  cpuProf: boolean
+  soak: boolean
+  /** The fake upstream serves wss with a self-signed certificate the service trusts. */
+  tls: boolean
+  /**
+   * One service run per entry, in this order, each delivering its events through that outbox to a
+   * local receiver. Empty: one run with the file sink (no WEBHOOK_URL).
+   */
+  outboxes: Outbox[]
+}
+
+export const USAGE = `usage: npm run bench -- [options]
+
+  --calls N        concurrent calls (50)
+  --seconds S      measured window (60)
+  --warmup S       warm-up before the window (10)
+  --stagger S      place the calls over S seconds (calls/50, 1..6)
+  --chunk-ms N     the service's AUDIO_CHUNK_MS (50)
+  --tls            the fake upstream serves wss with a self-signed certificate made now with
+                   openssl; the service trusts it through NODE_EXTRA_CA_CERTS
+  --outbox LIST    sqlite, postgres or sqlite,postgres: one service run per backend, events
+                   webhooked to a local receiver (PostgreSQL: a throwaway cluster, DATABASE_URL).
+                   Without it the service writes events to its file sink
+  --no-floor       skip the floor (bare ws server) run
+  --cpu-prof       profile the service (its CPU figures then include the profiler)
+  --soak           report RSS, heap, event-loop delay and CPU per 30 s window
+  --help           this text
+`
+
+/** Parses `npm run bench` arguments; exits with a message (status 2) on a bad one. */
+export function parseBenchOptions (args: string[] = process.argv.slice(2)): BenchOptions {
+  let values
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        calls: { type: 'string', default: '50' },
+        seconds: { type: 'string', default: '60' },
+        warmup: { type: 'string', default: '10' },
+        stagger: { type: 'string' },
+        'no-floor': { type: 'boolean', default: false },
+        'cpu-prof': { type: 'boolean', default: false },
+        'chunk-ms': { type: 'string', default: '50' },
+        soak: { type: 'boolean', default: false },
+        tls: { type: 'boolean', default: false },
+        outbox: { type: 'string' },
+        help: { type: 'boolean', default: false }
+      }
+    }))
+  } catch (error) {
+    fail(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
+  }
+  if (values.help) {
+    process.stdout.write(USAGE)
+    process.exit(0)
+  }
+  const calls = positiveInteger('calls', values.calls)
+  const warmupSeconds = Number(values.warmup)
+  const staggerSeconds = values.stagger === undefined ? Math.min(6, Math.max(1, calls / 50)) : Number(values.stagger)
+  if (!(warmupSeconds >= 0) || !(staggerSeconds >= 0)) fail('--warmup and --stagger take seconds ≥ 0')
+  const outboxes = values.outbox === undefined ? [] : values.outbox.split(',').map((name) => name.trim())
+  for (const name of outboxes) {
+    if (!OUTBOXES.includes(name as Outbox)) fail(`--outbox takes ${OUTBOXES.join(', ')} or a comma-separated list of them, got ${name}`)
+  }
+  if (new Set(outboxes).size !== outboxes.length) fail('--outbox names each backend once')
+  return {
+    calls,
+    seconds: positiveInteger('seconds', values.seconds),
+    warmupSeconds,
+    staggerSeconds,
+    chunkMs: positiveInteger('chunk-ms', values['chunk-ms']),
+    floor: !values['no-floor'],
+    cpuProf: values['cpu-prof'],
+    soak: values.soak,
+    tls: values.tls,
+    outboxes: outboxes as Outbox[]
+  }
+}
+
+function positiveInteger (name: string, raw: string | undefined): number {
+  const value = Number(raw)
+  if (!Number.isInteger(value) || value < 1) fail(`--${name} must be a positive integer, got ${String(raw)}`)
+  return value
+}
+
+export function fail (message: string): never {
+  process.stderr.write(`bench: ${message}\n`)
+  process.exit(2)
+}

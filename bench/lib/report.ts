@@ -1,0 +1,138 @@
+/**
+ * The benchmark's report: a table on stdout (one column per service run, then the floor, then the
+ * target), the soak windows and the CPU profile when asked, and the same figures as a JSON file.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { ProfileSummary } from './cpu-profile.ts'
+import type { PhaseResult } from './measure.ts'
+import type { BenchOptions } from './options.ts'
+import { slope } from './stats.ts'
+import type { Distribution } from './stats.ts'
+
+export const TARGETS = { cpuRatio: 1.5, insideP99Ms: 5, outsideP99Ms: 20, rssPerCallKb: 400 }
+
+export interface ServiceRun {
+  result: PhaseResult
+  profile: ProfileSummary | null
+}
+
+export function log (line: string): void {
+  process.stderr.write(`bench: ${line}\n`)
+}
+
+const fixed = (value: number | null | undefined, digits = 2): string => value == null || Number.isNaN(value) ? 'n/a' : value.toFixed(digits)
+const triple = (d: Distribution | null): string => d === null || d.count === 0 ? 'n/a' : `${fixed(d.p50)} / ${fixed(d.p99)} / ${fixed(d.max)}`
+const verdict = (ok: boolean): string => ok ? 'ok' : 'MISSED'
+
+function heapAtEnd (phase: PhaseResult): string {
+  const last = phase.windows[phase.windows.length - 1]
+  if (last === undefined || last.heapUsedMb === null) return 'n/a'
+  return `${fixed(last.heapUsedMb, 1)} / ${fixed(last.heapTotalMb, 1)}, ${fixed(last.externalMb, 1)}`
+}
+
+/** `service` alone; `service, sqlite outbox` … when the runs differ by outbox. */
+function columnName (phase: PhaseResult): string {
+  return phase.outbox === null ? 'service' : `service, ${phase.outbox} outbox`
+}
+
+export function printReport (runs: ServiceRun[], floor: PhaseResult | null, options: BenchOptions, machine: string): void {
+  const services = runs.map((run) => run.result)
+  const ratioOf = (service: PhaseResult): number | null => floor === null ? null : service.cpuPerCallMinute / floor.cpuPerCallMinute
+  const perService = (cell: (service: PhaseResult) => string): string[] => services.map(cell)
+  /** The target column: met only when every service run meets it. */
+  const target = (label: string, ok: (service: PhaseResult) => boolean | null): string => {
+    const results = services.map(ok)
+    if (results.some((result) => result === null)) return ''
+    return `${label} ${verdict(results.every(Boolean))}`
+  }
+  const floorCell = (cell: (phase: PhaseResult) => string): string => floor === null ? 'n/a' : cell(floor)
+  const insideCell = (service: PhaseResult): string => {
+    const inside = service.insideLatencyMs
+    return inside === null ? 'n/a' : `≤ ${fixed(inside.p50BoundMs, 1)} / ≤ ${fixed(inside.p99BoundMs, 1)} / ≤ ${fixed(inside.maxBoundMs, 1)}`
+  }
+  const rows: string[][] = [
+    ['', ...services.map(columnName), 'floor', 'target'],
+    ['CPU s per call-minute', ...perService((s) => fixed(s.cpuPerCallMinute, 4)), floorCell((f) => fixed(f.cpuPerCallMinute, 4)), ''],
+    ['  service ÷ floor', ...perService((s) => { const ratio = ratioOf(s); return ratio === null ? 'n/a' : `${fixed(ratio)}×` }), '', target(`≤ ${TARGETS.cpuRatio}×`, (s) => { const ratio = ratioOf(s); return ratio === null ? null : ratio <= TARGETS.cpuRatio })],
+    ['CPU, % of one core', ...perService((s) => fixed(s.cpuPercent, 1)), floorCell((f) => fixed(f.cpuPercent, 1)), ''],
+    ['  idle, before calls, % of one core', ...perService((s) => fixed(s.idleCpuPercent, 1)), floorCell((f) => fixed(f.idleCpuPercent, 1)), ''],
+    ['  of which kernel (syscalls), %', ...perService((s) => fixed(s.systemCpuShare, 0)), floorCell((f) => fixed(f.systemCpuShare, 0)), ''],
+    ['  calls per core at 70 % CPU', ...perService((s) => fixed(0.7 * 60 / s.cpuPerCallMinute, 0)), floorCell((f) => fixed(0.7 * 60 / f.cpuPerCallMinute, 0)), ''],
+    ['RSS idle / peak, MiB', ...perService((s) => `${fixed(s.rssIdleKb / 1024, 1)} / ${fixed(s.rssPeakKb / 1024, 1)}`), floorCell((f) => `${fixed(f.rssIdleKb / 1024, 1)} / ${fixed(f.rssPeakKb / 1024, 1)}`), ''],
+    ['  V8 heap used / total, external at end, MiB', ...perService(heapAtEnd), '', ''],
+    ['  per call above idle, KiB', ...perService((s) => fixed(s.rssPerCallKb, 0)), floorCell((f) => fixed(f.rssPerCallKb, 0)), target(`≤ ${TARGETS.rssPerCallKb}`, (s) => s.rssPerCallKb <= TARGETS.rssPerCallKb)],
+    ['bridge latency inside p50/p99/max, ms (≤ bucket)', ...perService(insideCell), '', target(`p99 ≤ ${TARGETS.insideP99Ms}`, (s) => s.insideLatencyMs === null ? null : s.insideLatencyMs.p99BoundMs <= TARGETS.insideP99Ms)],
+    ['  mean (histogram sum/count), ms', ...perService((s) => s.insideLatencyMs === null ? 'n/a' : fixed(s.insideLatencyMs.meanMs, 3)), '', ''],
+    ['bridge latency outside p50/p99/max, ms', ...perService((s) => triple(s.outsideLatencyMs)), '', target(`p99 ≤ ${TARGETS.outsideP99Ms}`, (s) => s.outsideLatencyMs === null ? null : s.outsideLatencyMs.p99 <= TARGETS.outsideP99Ms)],
+    ['generator timer lateness p50/p99/max, ms', ...perService((s) => triple(s.timerLatenessMs)), floorCell((f) => triple(f.timerLatenessMs)), ''],
+    ['frames sent / lost', ...perService((s) => `${s.framesSent} / ${s.framesLost}`), floorCell((f) => `${f.framesSent} / ${f.framesLost}`), target('0 lost', (s) => s.framesLost === 0)],
+    ['  upstream audio missing, ms', ...perService((s) => fixed(s.upstreamAudioMissingMs, 0)), '', ''],
+    ['final turns received from upstream', ...perService((s) => String(s.turns ?? 'n/a')), '', ''],
+    ['calls live at window start / failed', ...perService((s) => `${s.callsActiveAtWindowStart} / ${s.callsFailed}`), floorCell((f) => `${f.callsActiveAtWindowStart} / ${f.callsFailed}`), ''],
+    ['event-loop delay p99 / max (beyond 10 ms tick), ms', ...perService((s) => `${fixed(s.eventLoopP99Ms)} / ${fixed(s.eventLoopMaxMs)}`), '', '']
+  ]
+  if (services.some((service) => service.outbox !== null)) {
+    rows.push(
+      ['webhook events delivered per second', ...perService((s) => fixed(s.eventsPerSecond, 1)), '', ''],
+      ['  received (whole run) / lost', ...perService((s) => `${s.webhookEventsReceived ?? 'n/a'} / ${s.eventsLost ?? 'n/a'}`), '', target('0 lost', (s) => s.eventsLost === null ? null : s.eventsLost === 0)],
+      ['PostgreSQL server CPU s per call-minute', ...perService((s) => s.databaseCpuPerCallMinute === null ? 'n/a' : fixed(s.databaseCpuPerCallMinute, 4)), '', ''],
+      ['publish p99 on the event loop, ms', ...perService((s) => s.publishMetric === null ? 'not exposed' : fixed(s.publishP99Ms, 3)), '', '']
+    )
+  }
+  rows.push(
+    ['generator / fake upstream CPU, % of a core', ...perService((s) => `${fixed(s.generatorCpuPercent, 1)} / ${fixed(s.upstreamCpuPercent, 1)}`), floorCell((f) => fixed(f.generatorCpuPercent, 1)), ''],
+    ['machine busy (all cores, everything), %', ...perService((s) => fixed(s.machineBusyPercent, 1)), floorCell((f) => fixed(f.machineBusyPercent, 1)), '']
+  )
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)))
+  const { calls, seconds, warmupSeconds, staggerSeconds } = options
+  console.log(`\nmedstream bench: ${calls} calls × ${seconds} s measured (warm-up ${warmupSeconds} s, placed over ${staggerSeconds} s)${options.tls ? ', upstream over wss' : ''}`)
+  console.log(`machine: ${machine}${options.cpuProf ? '\nservice ran with --cpu-prof: its CPU figures include the profiler\'s overhead' : ''}\n`)
+  for (const row of rows) console.log(row.map((cell, column) => column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!)).join('  '))
+  for (const run of runs) {
+    const service = run.result
+    const which = runs.length === 1 ? '' : ` (${columnName(service)})`
+    if (options.soak) {
+      console.log(`\nsoak${which}, per window:   from–to s   RSS mean / max MiB   heap used / total MiB   event-loop p99 ms   CPU s per call-minute`)
+      for (const window of service.windows) {
+        console.log(`                    ${`${window.fromS}–${window.toS}`.padStart(9)}   ${`${fixed(window.rssMeanKb / 1024, 1)} / ${fixed(window.rssMaxKb / 1024, 1)}`.padStart(18)}   ${`${fixed(window.heapUsedMb, 1)} / ${fixed(window.heapTotalMb, 1)}`.padStart(21)}   ${fixed(window.eventLoopP99Ms).padStart(17)}   ${fixed(window.cpuPerCallMinute, 4).padStart(21)}`)
+      }
+      const steady = service.rssSeries.filter(([at]) => at >= (staggerSeconds + warmupSeconds) * 1000)
+      const half = steady.slice(Math.floor(steady.length / 2))
+      const perMinute = (series: Array<[number, number]>): string => fixed(slope(series.map(([at]) => at / 60_000), series.map(([, kb]) => kb)), 0)
+      console.log(`RSS slope: ${perMinute(steady)} KiB per minute over the window, ${perMinute(half)} over its second half`)
+    }
+    const profile = run.profile
+    if (profile !== null) {
+      console.log(`\nservice CPU profile${which}, measured window only (${profile.file}): ${profile.busyMs} ms busy of ${profile.durationMs} ms; self time, % of busy, ← main caller`)
+      for (const row of profile.top) console.log(`  ${fixed(row.busyPercent, 1).padStart(5)} %  ${row.function}${row.topCaller === undefined ? '' : `  ← ${row.topCaller}`}`)
+      console.log('by area:')
+      for (const row of profile.byArea) console.log(`  ${fixed(row.busyPercent, 1).padStart(5)} %  ${row.function}`)
+    }
+  }
+}
+
+/**
+ * The run as JSON under resultsDir; returns the file. `service` and `profile` are the first service
+ * run's, as in earlier results; with several runs (one per outbox) `services` holds them all.
+ */
+export function writeResults (resultsDir: string, startedAt: Date, runs: ServiceRun[], floor: PhaseResult | null, options: BenchOptions, machine: string): string {
+  mkdirSync(resultsDir, { recursive: true })
+  const { calls, seconds } = options
+  const suffix = options.outboxes.length === 0 ? '' : `-${options.outboxes.join('-')}`
+  const file = join(resultsDir, `${startedAt.toISOString().replace(/[:.]/g, '-')}-${calls}c-${seconds}s${options.tls ? '-tls' : ''}${suffix}.json`)
+  const first = runs[0]!
+  const ratio = floor === null ? null : first.result.cpuPerCallMinute / floor.cpuPerCallMinute
+  writeFileSync(file, JSON.stringify({
+    startedAt: startedAt.toISOString(),
+    machine,
+    options: { calls, seconds, warmupSeconds: options.warmupSeconds, staggerSeconds: options.staggerSeconds, floor: floor !== null, cpuProf: options.cpuProf, soak: options.soak, tls: options.tls, outboxes: options.outboxes },
+    derived: { cpuRatioToFloor: ratio, callsPerCoreAt70Percent: 0.7 * 60 / first.result.cpuPerCallMinute },
+    targets: TARGETS,
+    service: first.result,
+    floor,
+    profile: first.profile,
+    ...(runs.length === 1 ? {} : { services: runs.map((run) => ({ outbox: run.result.outbox, cpuRatioToFloor: floor === null ? null : run.result.cpuPerCallMinute / floor.cpuPerCallMinute, service: run.result, profile: run.profile })) })
+  }, null, 2) + '\n')
+  return file
+}

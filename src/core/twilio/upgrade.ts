@@ -1,0 +1,31 @@
+import type { CallRegistry } from '../call/call-registry.ts'
+import type { Metrics } from '../metrics.ts'
+import type { TwilioSignatures } from './signature.ts'
+
+export type UpgradeVerdict =
+  | { accept: true }
+  | { accept: false, status: 403, reason: 'signature' }
+  | { accept: false, status: 503, reason: 'draining' | 'capacity' }
+
+/**
+ * Whether a Media Streams upgrade may go ahead, in the order docs/interface.md ("Routes") gives: the
+ * Twilio signature (403), then draining or capacity (503). Counts the refusal's reason, or the
+ * signature form of an accepted upgrade.
+ * @param signatures null when TWILIO_SIGNATURE_CHECK is off.
+ */
+export function admitUpgrade (signature: unknown, signatures: TwilioSignatures | null, calls: CallRegistry, metrics: Metrics): UpgradeVerdict {
+  if (signatures !== null) {
+    const form = signatures.checkUpgrade(signature)
+    if (form === null) {
+      metrics.streamRejections.inc({ reason: 'signature' })
+      return { accept: false, status: 403, reason: 'signature' }
+    }
+    metrics.upgradeSignatures.inc({ form })
+  }
+  if (calls.draining || calls.atCapacity) {
+    const reason = calls.draining ? 'draining' : 'capacity'
+    metrics.streamRejections.inc({ reason })
+    return { accept: false, status: 503, reason }
+  }
+  return { accept: true }
+}
