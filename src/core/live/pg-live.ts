@@ -39,6 +39,7 @@ const MAX_PAYLOAD_BYTES = 7900
 const WATCH_PING_MS = 5000
 /** Rows of calls whose replica stopped refreshing them (it died) leave the list after this. */
 const STALE_MS = 90_000
+const RELISTEN_MS = 1000
 
 type Notice =
   | { k: 'f', c: string, g: number, s: number }
@@ -79,17 +80,45 @@ export class PgLive {
 
   /** Creates the tables if needed and starts listening. */
   async start (): Promise<void> {
-    const { pool } = this.#options
-    await pool.query(LIVE_VIEW_MIGRATION)
-    const client = await pool.connect()
+    await this.#options.pool.query(LIVE_VIEW_MIGRATION)
+    await this.#listen()
+    this.#timer = setInterval(() => { void this.#tick() }, WATCH_PING_MS)
+    this.#timer.unref()
+  }
+
+  /** One connection LISTENs; when it fails (a PostgreSQL restart) another takes over within a second. */
+  async #listen (): Promise<void> {
+    const client = await this.#options.pool.connect()
+    if (this.#closed) {
+      client.release()
+      return
+    }
     this.#listener = client
+    let lost = false
+    const onLost = (error?: Error): void => {
+      if (lost) return
+      lost = true
+      if (this.#listener === client) this.#listener = null
+      client.release(error ?? true)
+      if (this.#closed) return
+      this.#options.logger.warn({ err: error }, 'live view: PostgreSQL listener lost; listening again')
+      const retry = (): void => {
+        if (this.#closed) return
+        this.#listen().catch(() => { setTimeout(retry, RELISTEN_MS).unref() })
+      }
+      setTimeout(retry, RELISTEN_MS).unref()
+    }
     client.on('notification', (message) => {
       if (message.channel === LIVE_CHANNEL && message.payload !== undefined) this.#onNotice(message.payload)
     })
-    client.on('error', (error) => { this.#options.logger.error({ err: error }, 'live view: PostgreSQL listener failed') })
-    await client.query(`LISTEN ${LIVE_CHANNEL}`)
-    this.#timer = setInterval(() => { void this.#tick() }, WATCH_PING_MS)
-    this.#timer.unref()
+    client.on('error', onLost)
+    client.on('end', () => onLost())
+    try {
+      await client.query(`LISTEN ${LIVE_CHANNEL}`)
+    } catch (error) {
+      onLost(error as Error)
+      throw error
+    }
   }
 
   /** A stored event of a call of this process: into the tables, then announced. Never throws. */
@@ -140,6 +169,7 @@ export class PgLive {
       } catch {
         // the connection is going away either way
       }
+      for (const event of ['notification', 'end', 'error']) listener.removeAllListeners(event)
       listener.release()
     }
   }

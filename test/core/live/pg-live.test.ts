@@ -65,3 +65,29 @@ test('a viewer connected to replica B sees the partials and finals of a call han
   assert.deepEqual(late.messages.map((message) => message.id), ['1-8', '1-9', '1-10'])
   assert.deepEqual((await (await fetch(`${b.serviceUrl}/live/calls`, { headers: { authorization: token } })).json() as { calls: unknown[] }).calls, [], 'an ended call leaves the list')
 })
+
+test('replicas keep fanning out live calls when PostgreSQL restarts between two calls', async (t) => {
+  const databaseUrl = await cluster.createDatabase('live_restart')
+  const a = await replica(t, databaseUrl)
+  const b = await replica(t, databaseUrl)
+  await cluster.stopServer()
+  await cluster.startServer()
+  // The listeners come back within a second or so; a call placed after that is seen on B.
+  await new Promise((resolve) => setTimeout(resolve, 2500))
+  const token = `Bearer ${mintViewerToken(b.config.liveViewKey, '*', Date.now(), 600)}`
+  const call = await a.simulator.placeCall({ path: '/twilio/voice?clinic=north' })
+  const stream = a.simulator.openStream(call, { inbound: sample.inbound, outbound: sample.outbound, speed: 6 })
+  t.after(() => stream.abort())
+  await stream.opened
+  let status = 404
+  const deadline = Date.now() + 10000
+  let sse = null
+  while (status !== 200 && Date.now() < deadline) {
+    sse = await openSse(`${b.serviceUrl}/live/calls/${call.callSid}/events`, { authorization: token })
+    status = sse.status
+    if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  assert.ok(sse !== null && status === 200, 'B opens the call from PostgreSQL')
+  await sse.waitFor((messages) => messages.some((message) => message.event === 'call.ended'), 60000)
+  assert.equal(sse.messages.filter((message) => message.event === 'transcript.turn').length, sample.turns.length, 'every final reaches B after the restart')
+})
