@@ -86,15 +86,23 @@ function start (text, callSid = null) {
   state.token = parsed.token
   state.scope = parsed.scope
   sessionStorage.setItem(TOKEN_KEY, parsed.token)
-  if (state.expiryTimer !== null) clearTimeout(state.expiryTimer)
-  // setTimeout holds at most ~24.8 days; a longer token is checked again when this fires.
-  state.expiryTimer = setTimeout(() => {
-    if (readToken(state.token ?? '')?.expiry * 1000 <= Date.now()) signOut('The viewer token has expired. Paste a new one to continue.')
-  }, Math.min(parsed.expiry * 1000 - Date.now(), 2 ** 31 - 1))
+  watchExpiry(parsed.expiry)
   ui.form.hidden = true
   if (callSid !== null) openCall(callSid, parsed.scope === '*')
   else if (parsed.scope === '*') showCalls()
   else openCall(parsed.scope, false)
+}
+
+/** Says so when the token expires (the server would refuse the next request anyway). */
+function watchExpiry (expiry) {
+  if (state.expiryTimer !== null) clearTimeout(state.expiryTimer)
+  const left = expiry * 1000 - Date.now()
+  if (left <= 0) {
+    signOut('The viewer token has expired. Paste a new one to continue.')
+    return
+  }
+  // setTimeout holds at most ~24.8 days; a longer wait is taken in steps.
+  state.expiryTimer = setTimeout(() => watchExpiry(expiry), Math.min(left, 2 ** 31 - 1))
 }
 
 function authHeaders () {

@@ -177,3 +177,14 @@ test('live view shows an error and no transcript text with an expired, a forged 
     assert.equal(await page.isVisible('#token-input'), true, `${name}: the page asks for another token`)
   }
 })
+
+test('live view says so when the token expires while it follows a call', async (t) => {
+  const harness = await setup(t)
+  const page = await launch(t)
+  const { call } = await placeCall(harness, t)
+  await page.goto(`${harness.serviceUrl}/live#token=${mintViewerToken(harness.config.liveViewKey, call.callSid, Date.now(), 4)}`)
+  await page.waitForFunction(statusHas, 'Live: following')
+  await page.waitForFunction(statusIsError, undefined, { timeout: 10000 })
+  assert.match(await page.textContent('#status') ?? '', /expired/)
+  assert.equal(await page.isVisible('#token-input'), true, 'the page asks for a new token')
+})
