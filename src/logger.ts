@@ -2,9 +2,9 @@ import pino from 'pino'
 import type { DestinationStream, Logger } from 'pino'
 
 /**
- * The rule for PHI (docs/interface.md, "Logs"): transcript text, phone numbers and custom parameters only ever go
- * under a `pii` key, and secrets never go into a log at all. Redaction removes both unless LOG_PII is
- * on for local debugging; the secret paths are redacted even then.
+ * The rule for PHI (docs/interface.md, "PHI and secrets"): transcript text, phone numbers and custom
+ * parameters only ever go under a `pii` key, and secrets never go into a log at all. Redaction removes
+ * both unless LOG_PII is on for local debugging; the secret paths are redacted even then.
  */
 const SECRET_PATHS = [
   'req.headers.authorization',

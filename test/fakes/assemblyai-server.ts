@@ -20,6 +20,14 @@ export interface FakeUtterance {
   speaker?: string
 }
 
+export interface FakeSpokenWord {
+  text: string
+  startMs: number
+  endMs: number
+  /** Diarization label of the word ("A", "B"). */
+  speaker: string
+}
+
 /** Faults of one session (connection); "audio" times are milliseconds of audio received. */
 export interface FaultPlan {
   /** Error frame + close before Begin (1011: a bare close 1011, no Error frame). */
@@ -49,6 +57,14 @@ export interface FakeAssemblyAiOptions {
    * the middle of the call), asked when the session's first segment opens.
    */
   script?: FakeUtterance[] | ((sessionIndex: number) => FakeUtterance[])
+  /**
+   * Instead of `script`: the words as they were spoken, times in ms of session audio. Each detected
+   * turn carries the words whose midpoint lies in its speech, with their own times and speaker
+   * labels, as an ASR aligns its words to the audio; words outside any detected speech are never
+   * heard. Speakers who overlap end up in one turn, as with a real VAD, and the turn's
+   * `speaker_label` is the one holding most of its words' duration.
+   */
+  spokenWords?: FakeSpokenWord[]
   faults?: (sessionIndex: number) => FaultPlan
   /** Partial Turns before each final. Default 1. */
   partialsPerTurn?: number
@@ -215,6 +231,18 @@ interface SentFinal {
   words: Array<Record<string, unknown>>
 }
 
+/** The speaker holding most of the words' duration. */
+function dominantSpeaker (words: Array<Record<string, unknown>>): string | null {
+  const totals = new Map<string, number>()
+  for (const word of words) {
+    if (typeof word.speaker !== 'string') continue
+    totals.set(word.speaker, (totals.get(word.speaker) ?? 0) + (word.end as number) - (word.start as number))
+  }
+  let best: string | null = null
+  for (const [speaker, ms] of totals) if (best === null || ms > totals.get(best)!) best = speaker
+  return best
+}
+
 /** One connection's protocol state. */
 class FakeConnection {
   readonly #ws: WebSocket
@@ -234,6 +262,9 @@ class FakeConnection {
   #shortFrames = 0
   #segment: Segment | null = null
   #nextTurnOrder = 0
+  /** `spokenWords` in order of their midpoints, and the first one no turn has taken yet. */
+  readonly #spoken: FakeSpokenWord[] | null
+  #nextSpoken = 0
   #firstFinal: SentFinal | null = null
   #ended = false
   readonly #firedFaults = new Set<string>()
@@ -247,6 +278,7 @@ class FakeConnection {
     this.#samplesPerBlock = config.sampleRate * BLOCK_MS / 1000
     this.#bytesPerMs = config.sampleRate * (config.encoding === 'pcm_mulaw' ? 1 : 2) / 1000
     this.#threshold = options.speechThreshold ?? 400
+    this.#spoken = options.spokenWords === undefined ? null : [...options.spokenWords].sort((a, b) => (a.startMs + a.endMs) - (b.startMs + b.endMs))
   }
 
   begin (): void {
@@ -374,7 +406,7 @@ class FakeConnection {
     // Mar-2026 partials come in silences; whatever partials are still owed go out at the pause.
     while (segment.partialsSent < (this.#options.partialsPerTurn ?? 1)) this.#partial(segment)
     // u3-rt-pro ends a turn at min_turn_silence only when the text ends a sentence, else at max.
-    const sentenceEnd = /[.?!]$/.test(segment.text.trim())
+    const sentenceEnd = /[.?!]$/.test(this.#spoken === null ? segment.text.trim() : this.#heard(segment, segment.lastSpeechEndMs).map((word) => word.text).join(' '))
     if (silenceMs >= (sentenceEnd ? this.#config.minTurnSilenceMs : this.#config.maxTurnSilenceMs)) this.#final(segment, segment.lastSpeechEndMs)
   }
 
@@ -393,7 +425,26 @@ class FakeConnection {
     }
   }
 
+  /** In `spokenWords` mode: the words not yet in a turn whose midpoint lies in `[segment start, endMs]`. */
+  #heard (segment: Segment, endMs: number): FakeSpokenWord[] {
+    const spoken = this.#spoken ?? []
+    while (this.#nextSpoken < spoken.length && (spoken[this.#nextSpoken]!.startMs + spoken[this.#nextSpoken]!.endMs) / 2 < segment.startMs) this.#nextSpoken++
+    const heard: FakeSpokenWord[] = []
+    for (let i = this.#nextSpoken; i < spoken.length && (spoken[i]!.startMs + spoken[i]!.endMs) / 2 <= endMs; i++) heard.push(spoken[i]!)
+    return heard
+  }
+
   #words (segment: Segment, endMs: number, count: number, final: boolean): Array<Record<string, unknown>> {
+    if (this.#spoken !== null) {
+      return this.#heard(segment, endMs).slice(0, count).map((spoken, i) => ({
+        text: spoken.text,
+        start: Math.round(spoken.startMs),
+        end: Math.round(spoken.endMs),
+        confidence: 0.85 + ((i * 7) % 15) / 100,
+        word_is_final: final,
+        ...(final && this.#config.speakerLabels ? { speaker: spoken.speaker, speaker_confidence: 0.9 } : {})
+      }))
+    }
     const texts = segment.text.trim().split(/\s+/).filter((word) => word !== '')
     const total = Math.max(texts.length, 1)
     const span = Math.max(endMs - segment.startMs, total)
@@ -420,7 +471,8 @@ class FakeConnection {
     if (segment.partialsSent === 0) this.#send({ type: 'SpeechStarted', timestamp: segment.startMs, confidence: 0.98 })
     segment.partialsSent++
     const wordCount = segment.text.trim().split(/\s+/).length
-    const shown = Math.max(1, Math.ceil(wordCount * segment.partialsSent / (partials + 1)))
+    // Spoken words: a partial holds every word heard so far.
+    const shown = this.#spoken !== null ? Number.MAX_SAFE_INTEGER : Math.max(1, Math.ceil(wordCount * segment.partialsSent / (partials + 1)))
     const words = this.#words(segment, segment.lastSpeechEndMs, shown, false)
     this.#send({
       type: 'Turn',
@@ -437,8 +489,13 @@ class FakeConnection {
   #final (segment: Segment, endMs: number): void {
     this.#segment = null
     if (segment.partialsSent === 0) this.#send({ type: 'SpeechStarted', timestamp: segment.startMs, confidence: 0.98 })
-    const text = segment.text.trim()
     const words = this.#words(segment, endMs, Number.MAX_SAFE_INTEGER, true)
+    let text = segment.text.trim()
+    if (this.#spoken !== null) {
+      this.#nextSpoken += words.length
+      text = words.map((word) => word.text).join(' ')
+      segment.speaker = dominantSpeaker(words) ?? segment.speaker
+    }
     const turn: Record<string, unknown> = {
       type: 'Turn',
       turn_order: segment.turnOrder,

@@ -109,8 +109,11 @@ test('each runbook heading gives its alert\'s severity and says whether it is pe
     assert.equal(heading.severity, /\n\s+severity: (\w+)\n/.exec(block)?.[1], `${name}: README and alerts.yml agree on the severity`)
   }
   assert.deepEqual([...headings.keys()].sort(), alertNames().sort(), 'no runbook heading for an alert that does not exist')
-  // Absence of every target can only be said of the fleet.
-  assert.equal(headings.get('MedstreamAbsent')?.scope, 'fleet-wide')
+  // Absence of every target can only be said of the fleet; the outbox alerts are about the receiver
+  // every replica shares (and, in fleet mode, the outbox they share).
+  for (const name of ['MedstreamAbsent', 'MedstreamWebhookOutboxGrowing', 'MedstreamWebhookOutboxStale', 'MedstreamWebhookDeadLetters', 'MedstreamWebhookEndpointPaused']) {
+    assert.equal(headings.get(name)?.scope, 'fleet-wide', name)
+  }
 })
 
 test('promtool unit tests expect every per-replica alert to name its pod and namespace, and fleet-wide ones not to, when they fire', () => {

@@ -2,7 +2,7 @@ import type { UpstreamError } from '../errors.ts'
 import type { UpstreamErrorLabel } from '../metrics.ts'
 
 /**
- * AssemblyAI Streaming v3 wire format (docs/protocols.md, "AssemblyAI v3"). Field names stay
+ * AssemblyAI Streaming v3 wire format (docs/protocols.md, "AssemblyAI streaming v3"). Field names stay
  * in the wire's snake_case so a message can be compared with the reference and with logs of real
  * traffic without a mapping table.
  */
@@ -342,7 +342,8 @@ const RETRYABLE_1008 = [/too many concurrent sessions/i, /signature has expired/
 const INACTIVITY_3006 = /session terminated due to inactivity/i
 
 /**
- * Whether a new session can help after a close, and the metrics label of the code (docs/protocols.md, "AssemblyAI v3", close codes).
+ * Whether a new session can help after a close, and the metrics label of the code
+ * (docs/protocols.md, "Close codes and what medstream does").
  * 1008 is both an auth/billing failure (fatal) and a rate limit (retry): the `error` text decides.
  */
 export function classifyClose (code: number, errorText: string | null): { retryable: boolean, label: UpstreamErrorLabel } {

@@ -116,6 +116,33 @@ export class TrackEnergy {
     }
     return count === 0 ? null : sum / count
   }
+
+  /**
+   * Like meanSquare, but the blocks at either edge count only for the part of them inside
+   * `[fromMs, toMs)`, as if their energy were spread evenly: a window shorter than a few blocks (one
+   * word) then measures its own span rather than up to a block more on each side.
+   */
+  meanSquareWithin (fromMs: number, toMs: number): number | null {
+    if (!Number.isFinite(fromMs) || !Number.isFinite(toMs) || !(toMs > fromMs) || this.#newest < 0) return this.meanSquare(fromMs, toMs)
+    const blockMs = this.blockMs
+    const from = Math.max(0, fromMs)
+    const fromBlock = Math.floor(from / blockMs)
+    const toBlock = Math.ceil(toMs / blockMs) - 1
+    const lo = Math.max(fromBlock, this.#newest - this.#blockCount + 1)
+    const hi = Math.min(toBlock, this.#newest)
+    let sum = 0
+    let count = 0
+    for (let block = lo; block <= hi; block++) {
+      const slot = block % this.#blockCount
+      if (this.#ids[slot] !== block) continue
+      const start = block * blockMs
+      const weight = (Math.min(toMs, start + blockMs) - Math.max(from, start)) / blockMs
+      if (!(weight > 0)) continue
+      sum += this.#sums[slot]! * weight
+      count += this.#counts[slot]! * weight
+    }
+    return count === 0 ? null : sum / count
+  }
 }
 
 /**

@@ -227,13 +227,17 @@ export class CallSession {
 
   #onTurn (turn: Parameters<TurnAssembler['accept']>[0], sessionId: string, offsetSamples: number): void {
     if (this.#endReason === 'transcription_failed') return
-    const data = this.#turns.accept(turn, sessionId, offsetSamples)
-    if (data === null) return
-    this.#link.markFinal(msToSamples(data.end_ms))
-    this.#observeLag(msToSamples(data.end_ms))
-    this.#metrics.turnsTotal.inc({ role: data.role })
-    this.#publish(serializeEvent('transcript.turn', { ...this.#nextIds(), ...data }))
-    this.#logger.debug({ turnIndex: data.turn_index, role: data.role, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')
+    // One upstream turn can become several published turns, one per role run of its words.
+    const parts = this.#turns.accept(turn, sessionId, offsetSamples)
+    if (parts.length === 0) return
+    const endMs = parts.reduce((end, data) => Math.max(end, data.end_ms), 0)
+    this.#link.markFinal(msToSamples(endMs))
+    this.#observeLag(msToSamples(endMs))
+    for (const data of parts) {
+      this.#metrics.turnsTotal.inc({ role: data.role })
+      this.#publish(serializeEvent('transcript.turn', { ...this.#nextIds(), ...data }))
+      this.#logger.debug({ turnIndex: data.turn_index, role: data.role, part: data.upstream.part, words: data.words.length, startMs: data.start_ms, endMs: data.end_ms, pii: { text: data.text } }, 'turn')
+    }
   }
 
   #observeLag (endSample: number): void {

@@ -2,6 +2,6 @@
 export const TRACKS = ['inbound', 'outbound'] as const
 export type Track = typeof TRACKS[number]
 
-/** Who spoke a turn, decided from the two tracks' energy (docs/interface.md, "Events"). */
+/** Who spoke a turn, decided from the two tracks' energy (docs/interface.md, "Turns"). */
 export const ROLES = ['customer', 'agent', 'unknown'] as const
 export type Role = typeof ROLES[number]

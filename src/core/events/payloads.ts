@@ -4,7 +4,7 @@ import type { Track } from '../call/types.ts'
 import type { UpstreamSessionSummary } from '../call/upstream-link.ts'
 
 /**
- * The `data` of each webhook event, field for field as docs/interface.md ("Events") lists it: the
+ * The `data` of each webhook event, field for field as docs/interface.md ("Webhook events") lists it: the
  * compiler checks every event the service builds against these types. Field names are the wire's
  * snake_case.
  */

@@ -2,7 +2,7 @@ import type { Track } from '../call/types.ts'
 
 /**
  * Runtime-validated parsing of the messages Twilio sends on a Media Streams WebSocket
- * (docs/protocols.md, "Twilio Media Streams"). This runs for every media frame (~100/s per call), so it
+ * (docs/protocols.md, "Frames"). This runs for every media frame (~100/s per call), so it
  * allocates nothing beyond what JSON.parse produces, the result object and the payload Buffer.
  */
 

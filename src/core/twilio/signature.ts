@@ -4,7 +4,7 @@ import { streamUrls } from './twiml.ts'
 import type { FormParams } from './voice.ts'
 
 /**
- * Twilio request signatures (docs/protocols.md, "Twilio signatures"). The official helper does the
+ * Twilio request signatures (docs/protocols.md, "Signatures" and "The upgrade signature"). The official helper does the
  * HMAC, the port variants and the constant-time compare; this module pins down what is signed over,
  * turns every malformed input into a refusal instead of an exception, and is the one place where
  * both Twilio routes check a signature (`TwilioSignatures`).

@@ -1,7 +1,7 @@
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
 
 /**
- * The per-call stream token (docs/interface.md, "Stream token"): `v1.<expiry>.<mac>`, carried in the TwiML as
+ * The per-call stream token (docs/interface.md, "Twilio-facing behaviour", stream token): `v1.<expiry>.<mac>`, carried in the TwiML as
  * `<Parameter name="token">` and read back from `start.customParameters.token`. `expiry` is Unix
  * seconds; `mac` is base64url HMAC-SHA256 over `v1.<call_sid>.<account_sid>.<expiry>`. Stateless, so
  * any replica holding the secret can verify it.

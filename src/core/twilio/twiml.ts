@@ -1,7 +1,7 @@
 import twilio from 'twilio'
 
 /**
- * The TwiML answering the voice webhook (docs/protocols.md, "Twilio Media Streams"): start a
+ * The TwiML answering the voice webhook (docs/protocols.md, "How a call reaches us"): start a
  * unidirectional stream of both tracks, then hand the call on. `<Start>` is non-blocking, so a verb
  * must follow or Twilio hangs up.
  */

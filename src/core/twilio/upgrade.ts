@@ -8,7 +8,7 @@ export type UpgradeVerdict =
   | { accept: false, status: 503, reason: 'draining' | 'capacity' }
 
 /**
- * Whether a Media Streams upgrade may go ahead, in the order docs/interface.md ("Routes") gives: the
+ * Whether a Media Streams upgrade may go ahead, in the order docs/interface.md ("Twilio-facing behaviour", upgrade order) gives: the
  * Twilio signature (403), then draining or capacity (503). Counts the refusal's reason, or the
  * signature form of an accepted upgrade.
  * @param signatures null when TWILIO_SIGNATURE_CHECK is off.

@@ -18,6 +18,21 @@ test('TrackEnergy gives each block\'s mean square when the range covers whole bl
   assert.equal(energy.meanSquare(320, 320), 1_000_000, 'an empty range gives the block holding fromMs')
 })
 
+test('TrackEnergy weighs the edge blocks by their overlap when asked for the mean square within a range', () => {
+  const energy = new TrackEnergy()
+  // Blocks of 50 ms: 100, 1000, 100 (mean squares 10 000, 1 000 000, 10 000).
+  energy.add(constant(100, 400), 400, 0)
+  energy.add(constant(1000, 400), 400, 400)
+  energy.add(constant(100, 400), 400, 800)
+  assert.equal(energy.meanSquareWithin(50, 100), 1_000_000, 'whole blocks as meanSquare')
+  assert.equal(energy.meanSquareWithin(60, 90), 1_000_000, 'inside one block: that block')
+  // 25 ms of the first block and 50 ms of the second: (0.5 × 10 000 + 1 × 1 000 000) / 1.5.
+  assert.ok(Math.abs(energy.meanSquareWithin(25, 100)! - (0.5 * 10_000 + 1_000_000) / 1.5) < 1e-6)
+  assert.equal(energy.meanSquare(25, 100), (10_000 + 1_000_000) / 2, 'meanSquare rounds out to whole blocks')
+  assert.equal(energy.meanSquareWithin(1000, 1100), null, 'beyond the audio')
+  assert.equal(energy.meanSquareWithin(70, 70), energy.meanSquare(70, 70), 'an empty range as meanSquare')
+})
+
 test('TrackEnergy counts only recorded samples when the range reaches beyond the audio', () => {
   const energy = new TrackEnergy({ blockMs: 20 })
   energy.add(Int16Array.of(3, 4, 0, 0), 2, 1600)

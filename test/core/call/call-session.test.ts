@@ -7,13 +7,13 @@ import type { FakeAssemblyAiOptions } from '../../fakes/assemblyai-server.ts'
 import { startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
 import { ACCOUNT_SID, API_KEY, CALL_SID, STREAM_SID, counter, mulawSpeech, recordingLogger, recordingSink, testMetrics, until, upstreamOptions } from './fixtures.ts'
 
-// Field lists of docs/interface.md ("Events"): a payload with a field more or less fails here.
+// Field lists of docs/interface.md ("Webhook events"): a payload with a field more or less fails here.
 const CALL_STARTED_FIELDS = ['account_sid', 'call_sid', 'custom_parameters', 'sequence', 'started_at', 'stream_sid', 'tracks', 'transcription']
 const TRANSCRIPTION_FIELDS = ['domain', 'sample_rate', 'speaker_labels', 'speech_model']
 const TURN_FIELDS = ['call_sid', 'confidence', 'end_ms', 'role', 'sequence', 'speaker', 'start_ms', 'stream_sid', 'text', 'turn_index', 'upstream', 'words']
-const WORD_FIELDS = ['confidence', 'end_ms', 'speaker', 'start_ms', 'text']
+const WORD_FIELDS = ['confidence', 'end_ms', 'role', 'speaker', 'start_ms', 'text']
 const CALL_ENDED_FIELDS = ['audio_ms', 'call_sid', 'ended_at', 'reason', 'sequence', 'started_at', 'stream_sid', 'transcript', 'turn_count', 'upstream_sessions']
-const TRANSCRIPT_ENTRY_FIELDS = ['end_ms', 'role', 'speaker', 'start_ms', 'text', 'turn_index']
+const TRANSCRIPT_ENTRY_FIELDS = ['end_ms', 'role', 'speaker', 'start_ms', 'text', 'turn_index', 'words']
 const UPSTREAM_SESSION_FIELDS = ['audio_seconds', 'error', 'id', 'session_seconds']
 
 async function setup (t: TestContext, fake: Partial<FakeAssemblyAiOptions> = {}, overrides: Partial<CallSessionOptions> = {}) {
