@@ -15,6 +15,7 @@ import type { EventIds, EventSink, OutgoingEvent } from '../webhooks/events.ts'
 import { TurnAssembler } from './turns.ts'
 import { UpstreamLink } from './upstream-link.ts'
 import type { ReconnectPolicy } from './upstream-link.ts'
+import { WordRoles } from './word-roles.ts'
 
 export type EndReason = 'completed' | 'stream_error' | 'transcription_failed' | 'shutdown'
 
@@ -177,13 +178,16 @@ export class CallSession {
    * it is set; null stops them (and their parsing). Partials never reach the sink or a log line.
    */
   watchPartials (listener: ((partial: PartialTurn) => void) | null): void {
-    this.#link.setPartialListener(listener === null
-      ? null
-      : (turn, offsetSamples) => {
-          if (this.#ended !== null) return
-          const partial = mapPartial(turn, offsetSamples, this.#aligner.energy)
-          if (partial !== null) listener(partial)
-        })
+    if (listener === null) {
+      this.#link.setPartialListener(null)
+      return
+    }
+    const roles = new WordRoles(this.#aligner.energy)
+    this.#link.setPartialListener((turn, offsetSamples) => {
+      if (this.#ended !== null) return
+      const partial = mapPartial(turn, offsetSamples, roles)
+      if (partial !== null) listener(partial)
+    })
   }
 
   /** Moves the batched counters to prom-client; called periodically and at the end. */

@@ -1,8 +1,7 @@
 import type { Turn } from '../assemblyai/protocol.ts'
 import { isPlaceholderSpeaker } from '../assemblyai/protocol.ts'
-import type { TrackEnergy } from '../audio/energy.ts'
-import { roleFromEnergy } from '../audio/energy.ts'
 import type { Role } from '../call/types.ts'
+import type { WordRoles } from '../call/word-roles.ts'
 
 /**
  * A non-final Turn on the call's timeline: the words so far of a turn still being spoken. Shown to
@@ -22,24 +21,25 @@ export interface PartialTurn {
 
 /**
  * Maps a partial the way final turns are mapped: word times plus where the session's audio began on
- * the call timeline, and the role from the two tracks' energy over the words so far. Null for a
- * partial with no words (nothing to show, nowhere to place it).
+ * the call timeline, and roles word by word. A final turn is split where its role changes; a partial
+ * is shown whole, with the role of its last part: whoever is speaking now. Null for a partial with no
+ * words (nothing to show, nowhere to place it).
  */
-export function mapPartial (turn: Turn, offsetSamples: number, energy: { inbound: TrackEnergy, outbound: TrackEnergy }): PartialTurn | null {
+export function mapPartial (turn: Turn, offsetSamples: number, roles: WordRoles): PartialTurn | null {
   const first = turn.words[0]
   const last = turn.words[turn.words.length - 1]
   if (first === undefined || last === undefined) return null
   const text = turn.transcript !== '' ? turn.transcript : turn.words.map((word) => word.text).join(' ')
   if (text.trim() === '') return null
   const offsetMs = offsetSamples / 8
-  const startMs = Math.round(offsetMs + first.start)
-  const endMs = Math.round(offsetMs + last.end)
+  const words = turn.words.map((word) => ({ start_ms: Math.round(offsetMs + word.start), end_ms: Math.round(offsetMs + word.end) }))
+  const parts = roles.split(words, words.map((word) => roles.roleOf(word)))
   const label = turn.speaker_label ?? first.speaker
   return {
-    role: roleFromEnergy(energy.inbound.meanSquare(startMs, endMs), energy.outbound.meanSquare(startMs, endMs)),
+    role: parts[parts.length - 1]?.role ?? 'unknown',
     speaker: isPlaceholderSpeaker(label) ? null : (label as string),
-    start_ms: startMs,
-    end_ms: endMs,
+    start_ms: words[0]?.start_ms ?? 0,
+    end_ms: words[words.length - 1]?.end_ms ?? 0,
     text,
     turn_order: turn.turn_order
   }
