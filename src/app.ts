@@ -54,7 +54,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   await app.register(livePlugin, {
     ...(options.live?.partialIntervalMs === undefined ? {} : { partialIntervalMs: options.live.partialIntervalMs }),
     ...(options.live?.graceMs === undefined ? {} : { graceMs: options.live.graceMs }),
-    databaseUrl: options.live?.databaseUrl ?? null
+    databaseUrl: options.live?.databaseUrl ?? config.databaseUrl
   })
   await app.register(websocket, {
     options: {

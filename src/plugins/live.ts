@@ -58,7 +58,7 @@ export default fp<LivePluginOptions>(async function livePlugin (fastify, options
       ...(options.graceMs === undefined ? {} : { graceMs: options.graceMs }),
       localCalls: () => hub.list().map((row) => row.call_sid).filter((callSid) => fastify.calls.has(callSid))
     })
-    await fleet.start()
+    fleet.start()
   }
   fastify.events = new LiveTapSink(fastify.events, (event) => {
     hub.publishFinal(event)

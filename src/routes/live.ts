@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { LiveEvent } from '../core/live/hub.ts'
+import { LiveUnavailableError } from '../core/live/pg-live.ts'
 import { bearerToken, grantCovers, SUPERVISOR_SCOPE, verifyViewerToken } from '../core/live/viewer-token.ts'
 import type { ViewerGrant } from '../core/live/viewer-token.ts'
 
@@ -43,6 +44,12 @@ export default async function liveRoutes (fastify: FastifyInstance, options: Liv
     reply.header('cache-control', 'no-store')
     reply.header('x-content-type-options', 'nosniff')
     reply.header('referrer-policy', 'no-referrer')
+  })
+
+  fastify.setErrorHandler(async (error, request, reply) => {
+    if (error instanceof LiveUnavailableError) return reply.code(503).header('retry-after', '1').send({ error: 'unavailable', message: 'the live view is not ready yet' })
+    request.log.error({ err: error }, 'live view request failed')
+    return reply.code(500).send({ error: 'internal' })
   })
 
   fastify.get('/live', async (_request, reply) => {

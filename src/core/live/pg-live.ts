@@ -1,35 +1,17 @@
 import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
 import type { CoreLogger } from '../log.ts'
+import { migrate } from '../postgres/migrations.ts'
 import type { OutgoingEvent } from '../webhooks/events.ts'
 import type { LiveCallRow, LiveEvent, LiveHub, LiveViewer } from './hub.ts'
 
-/**
- * The live view's tables (fleet mode). Each live call's stored events (`call.started`, turns,
- * `call.ended`) and its row for `/live/calls`, until the call ends plus a grace; then any replica can
- * list live calls and resume a viewer. Idempotent: it runs at every start.
- */
-export const LIVE_VIEW_MIGRATION = `
-CREATE TABLE IF NOT EXISTS live_calls (
-  call_sid   text PRIMARY KEY,
-  stream_sid text NOT NULL,
-  segment    integer NOT NULL,
-  started_at text NOT NULL,
-  turn_count integer NOT NULL DEFAULT 0,
-  last_role  text,
-  seen_at    timestamptz NOT NULL DEFAULT now(),
-  ended_at   timestamptz
-);
-CREATE TABLE IF NOT EXISTS live_events (
-  call_sid   text NOT NULL,
-  segment    integer NOT NULL,
-  sequence   integer NOT NULL,
-  stream_sid text NOT NULL,
-  type       text NOT NULL,
-  body       text NOT NULL,
-  PRIMARY KEY (call_sid, segment, sequence)
-);
-`
+/** The fleet's live view has not reached PostgreSQL yet (the route answers 503). */
+export class LiveUnavailableError extends Error {
+  constructor () {
+    super('live view: PostgreSQL not reached yet')
+    this.name = 'LiveUnavailableError'
+  }
+}
 
 /** One channel; payloads are small JSON: ids for finals (the rows hold the data), partials whole. */
 export const LIVE_CHANNEL = 'medstream_live'
@@ -70,6 +52,11 @@ export class PgLive {
   readonly #chains = new Map<string, Promise<void>>()
   readonly #segments = new Map<string, number>()
   #listener: pg.PoolClient | null = null
+  /** Schema migrated and the first LISTEN in place: until then the feed answers "not yet". */
+  #ready = false
+  #markReady: () => void = () => {}
+  /** Events recorded before PostgreSQL is reached wait for it, in order. */
+  readonly #whenReady = new Promise<void>((resolve) => { this.#markReady = resolve })
   #timer: NodeJS.Timeout | null = null
   #closed = false
 
@@ -78,12 +65,26 @@ export class PgLive {
     this.#graceMs = options.graceMs ?? 60000
   }
 
-  /** Creates the tables if needed and starts listening. */
-  async start (): Promise<void> {
-    await this.#options.pool.query(LIVE_VIEW_MIGRATION)
-    await this.#listen()
-    this.#timer = setInterval(() => { void this.#tick() }, WATCH_PING_MS)
-    this.#timer.unref()
+  /**
+   * Brings the schema up to date and starts listening. PostgreSQL may not be reachable yet when a
+   * replica starts (the outbox waits for it too): then this keeps trying every second, and the live
+   * view works from the moment it succeeds.
+   */
+  start (): void {
+    const attempt = (): void => {
+      if (this.#closed) return
+      migrate(this.#options.pool).then(() => this.#listen()).then(() => {
+        if (this.#closed) return
+        this.#ready = true
+        this.#markReady()
+        this.#timer = setInterval(() => { void this.#tick() }, WATCH_PING_MS)
+        this.#timer.unref()
+      }, (error: unknown) => {
+        this.#options.logger.warn({ err: error }, 'live view: PostgreSQL not reached; trying again')
+        setTimeout(attempt, RELISTEN_MS).unref()
+      })
+    }
+    attempt()
   }
 
   /** One connection LISTENs; when it fails (a PostgreSQL restart) another takes over within a second. */
@@ -136,6 +137,7 @@ export class PgLive {
   }
 
   async list (): Promise<LiveCallRow[]> {
+    if (!this.#ready) throw new LiveUnavailableError()
     const { rows } = await this.#options.pool.query<{ call_sid: string, stream_sid: string, segment: number, started_at: string, turn_count: number, last_role: string | null }>(
       `SELECT call_sid, stream_sid, segment, started_at, turn_count, last_role FROM live_calls
         WHERE ended_at IS NULL AND seen_at > now() - make_interval(secs => $1) ORDER BY started_at`, [STALE_MS / 1000])
@@ -149,6 +151,7 @@ export class PgLive {
    */
   async open (callSid: string, lastEventId: string | undefined, viewer: LiveViewer): Promise<{ close: () => void } | null> {
     const { hub } = this.#options
+    if (!this.#ready) throw new LiveUnavailableError()
     if (!hub.has(callSid)) await this.#chainAwait(callSid, () => this.#catchUp(callSid))
     const subscription = hub.subscribe(callSid, lastEventId, viewer)
     if (subscription !== null) this.#pingWatches()
@@ -160,7 +163,8 @@ export class PgLive {
     this.#closed = true
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
-    await Promise.allSettled([...this.#chains.values()])
+    // Writes still waiting for PostgreSQL are given up: the live view is best effort, webhooks are not.
+    if (this.#ready) await Promise.allSettled([...this.#chains.values()])
     const listener = this.#listener
     this.#listener = null
     if (listener !== null) {
@@ -175,6 +179,7 @@ export class PgLive {
   }
 
   async #store (event: OutgoingEvent): Promise<void> {
+    await this.#whenReady
     const { pool } = this.#options
     const { data } = JSON.parse(event.body) as { data: Record<string, unknown> }
     if (event.type === 'call.started') this.#segments.set(event.callSid, typeof data.segment === 'number' ? data.segment : 1)
