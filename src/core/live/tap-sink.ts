@@ -15,8 +15,13 @@ export class LiveTapSink implements EventSink {
     this.#onTapError = onTapError
   }
 
-  start (): void {
-    this.#inner.start?.()
+  start (): void | Promise<void> {
+    return this.#inner.start?.()
+  }
+
+  /** The durable sink's own answer: the live view never decides whether a call may start. */
+  get accepting (): boolean {
+    return this.#inner.accepting ?? true
   }
 
   publish (event: OutgoingEvent): void {
