@@ -2,7 +2,7 @@ import pg from 'pg'
 import { migrate } from '../postgres/migrations.ts'
 
 /**
- * The handoff records in PostgreSQL (table `stream_handoffs`, migration 2 in core/postgres/migrations.ts),
+ * The handoff records in PostgreSQL (table `stream_handoffs`, migration 3 in core/postgres/migrations.ts),
  * shared by every replica of a fleet: one row per (call, segment).
  * The new replica inserts it when it accepts a handed-off stream (`offset_ms`, and where its first
  * audio lies); the old replica waits for that row, then writes the cut into it; the new replica

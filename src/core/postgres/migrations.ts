@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import { MedstreamError } from '../errors.ts'
+import { LIVE_VIEW_MIGRATION } from '../live/schema.ts'
 
 /**
  * The PostgreSQL schema, as an ordered list of migrations. Every replica runs `migrate` at start:
@@ -49,8 +50,9 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TABLE outbox_leases (stream_sid TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at BIGINT NOT NULL);
     `
   },
+  { version: 2, name: 'live view', sql: LIVE_VIEW_MIGRATION },
   {
-    version: 2,
+    version: 3,
     name: 'stream handoffs',
     // One row per (call, segment) a draining replica handed on (core/handoff/store.ts): the new
     // replica's acceptance, then the old one's cut. Epoch ms for *_at; call-timeline ms for the rest.
