@@ -109,7 +109,7 @@ test('a SIGTERMed replica hands a 100 s two-party call to the other replica: A e
   const exit = await a.exited
   const exitAfterMs = performance.now() - signalledAt
   assert.deepEqual(exit, { code: 0, signal: null }, a.output())
-  assert.ok(exitAfterMs < 30_000, `A exited ${Math.round(exitAfterMs)} ms after SIGTERM`)
+  assert.ok(exitAfterMs < 30_000, `A exited ${Math.round(exitAfterMs)} ms after SIGTERM\n${a.output().split('\n').filter((line) => line.includes('handoff') || line.includes('"level":50') || line.includes('"level":40')).join('\n')}\nB:\n${b.output().split('\n').filter((line) => line.includes('handoff') || line.includes('"level":50') || line.includes('"level":40')).join('\n')}`)
   assert.ok(live.nowMs < call.inbound.length / 8, 'A left while the call was still going on')
 
   await live.ended
