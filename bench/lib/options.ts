@@ -4,6 +4,14 @@ import { parseArgs } from 'node:util'
 export type Outbox = 'sqlite' | 'postgres'
 const OUTBOXES: readonly Outbox[] = ['sqlite', 'postgres']
 
+/**
+ * The floors the service is compared with. `receive`: a bare ws server that JSON-parses and
+ * base64-decodes each frame (bench/floor-server.ts). `bridge`: the cheapest correct bridge, which
+ * also decodes, mixes and sends exact 50 ms chunks to its own upstream session (bench/bridge-floor.ts).
+ */
+export type Floor = 'receive' | 'bridge'
+const FLOORS: readonly Floor[] = ['receive', 'bridge']
+
 export interface BenchOptions {
   calls: number
   /** The measured window. */
@@ -13,7 +21,10 @@ export interface BenchOptions {
   staggerSeconds: number
   /** The service's AUDIO_CHUNK_MS. */
   chunkMs: number
-  floor: boolean
+  /** Measured after the service, in this order; empty with --no-floor. */
+  floors: Floor[]
+  /** Rounds of service and floors, alternating; ratios are reported per round and as medians. */
+  repeat: number
   cpuProf: boolean
   soak: boolean
   /** The fake upstream serves wss with a self-signed certificate the service trusts. */
@@ -37,7 +48,13 @@ export const USAGE = `usage: npm run bench -- [options]
   --outbox LIST    sqlite, postgres or sqlite,postgres: one service run per backend, events
                    webhooked to a local receiver (PostgreSQL: a throwaway cluster, DATABASE_URL).
                    Without it the service writes events to its file sink
-  --no-floor       skip the floor (bare ws server) run
+  --floor LIST     receive, bridge or receive,bridge (the default): the floors measured after the
+                   service with the same load. receive: a bare ws server, JSON.parse + base64 only.
+                   bridge: the cheapest correct bridge (μ-law table, lockstep mix, exact 50 ms
+                   chunks to its own upstream session per call, over wss with --tls)
+  --no-floor       skip the floors
+  --repeat N       N rounds of service then floors, alternating; prints each round's ratios and
+                   their medians (1)
   --cpu-prof       profile the service (its CPU figures then include the profiler)
   --soak           report RSS, heap, event-loop delay and CPU per 30 s window
   --help           this text
@@ -54,7 +71,9 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
         seconds: { type: 'string', default: '60' },
         warmup: { type: 'string', default: '10' },
         stagger: { type: 'string' },
+        floor: { type: 'string', default: 'receive,bridge' },
         'no-floor': { type: 'boolean', default: false },
+        repeat: { type: 'string', default: '1' },
         'cpu-prof': { type: 'boolean', default: false },
         'chunk-ms': { type: 'string', default: '50' },
         soak: { type: 'boolean', default: false },
@@ -79,13 +98,19 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
     if (!OUTBOXES.includes(name as Outbox)) fail(`--outbox takes ${OUTBOXES.join(', ')} or a comma-separated list of them, got ${name}`)
   }
   if (new Set(outboxes).size !== outboxes.length) fail('--outbox names each backend once')
+  const floors = values['no-floor'] ? [] : values.floor.split(',').map((name) => name.trim())
+  for (const name of floors) {
+    if (!FLOORS.includes(name as Floor)) fail(`--floor takes ${FLOORS.join(', ')} or a comma-separated list of them, got ${name}`)
+  }
+  if (new Set(floors).size !== floors.length) fail('--floor names each floor once')
   return {
     calls,
     seconds: positiveInteger('seconds', values.seconds),
     warmupSeconds,
     staggerSeconds,
     chunkMs: positiveInteger('chunk-ms', values['chunk-ms']),
-    floor: !values['no-floor'],
+    floors: floors as Floor[],
+    repeat: positiveInteger('repeat', values.repeat),
     cpuProf: values['cpu-prof'],
     soak: values.soak,
     tls: values.tls,
