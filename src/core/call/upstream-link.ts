@@ -6,6 +6,7 @@ import { classifyClose, upstreamErrorLabel } from '../assemblyai/protocol.ts'
 import { UpstreamError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import { msToSamples, pcm16BytesToSamples, samplesToSeconds } from '../audio/sample-rate.ts'
+import type { ChunkPool } from '../audio/chunker.ts'
 
 /** ~16 s of 8 kHz PCM16: far beyond a healthy socket, well within the replay bound. */
 const HIGH_WATER_BYTES = 256 * 1024
@@ -38,6 +39,11 @@ export interface UpstreamLinkOptions {
   onRevision: (revision: SpeakerRevision, sessionId: string) => void
   /** Transcription for this call is over for good: a non-retryable error, or retries exhausted. */
   onFailed: (error: UpstreamError) => void
+  /**
+   * Where chunks go once nothing can read them again (replay no longer needs them and no socket
+   * still queues them); without it they are left to the GC.
+   */
+  chunkPool?: ChunkPool | undefined
 }
 
 /** What `call.ended.upstream_sessions` reports for each AssemblyAI session the call used. */
@@ -243,6 +249,13 @@ export class UpstreamLink {
       }
     }
     if (drop === 0) return
+    const pool = this.#options.chunkPool
+    if (pool !== undefined) {
+      // A chunk sent to the current session may still wait in its socket's queue: only once that
+      // queue is empty can none of them be read again. Earlier sessions' sockets are closed.
+      const from = (this.#current?.session.bufferedAmount ?? 0) === 0 ? 0 : Math.min(drop, this.#nextToSend)
+      for (let i = from; i < drop; i++) pool.release((chunks[i] as PendingChunk).chunk)
+    }
     chunks.splice(0, drop)
     this.#nextToSend = Math.max(0, this.#nextToSend - drop)
   }
