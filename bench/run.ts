@@ -104,7 +104,8 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
   if (options.cpuProf) mkdirSync(PROFILE_DIR, { recursive: true })
   // Production config: the node flags `npm start` (and the image's CMD) use, e.g. the young
   // generation cap that sets RSS per call.
-  const startFlags = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
+  let startFlags = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
+  if (options.semiSpaceMib !== null) startFlags = [...startFlags.filter((flag) => !flag.startsWith('--max-semi-space-size')), `--max-semi-space-size=${options.semiSpaceMib}`]
   const nodeArgs = [...startFlags, ...(options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : [])]
   const logFile = join(dataDir, 'service.log')
   const logFd = openSync(logFile, 'a')
@@ -130,7 +131,7 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
       plan: makePlan({ kind: 'service', serviceUrl, authToken }, options),
       liveCalls: async () => (await scrape(metricsUrl)).get('medstream_calls_active') ?? 0
     }
-    const how = [outbox === null ? 'file sink' : `${outbox} outbox`, certificate === null ? 'ws upstream' : 'wss upstream'].join(', ')
+    const how = [outbox === null ? 'file sink' : `${outbox} outbox`, certificate === null ? 'ws upstream' : 'wss upstream', ...startFlags].join(', ')
     log(`service (${how}): ${calls} calls, placing over ${staggerSeconds} s, warm-up ${warmupSeconds} s, measuring ${seconds} s…`)
     const { result, report, samples } = await measure(phase, options)
     const profileRange = { fromUs: samples[0]!.monotonicUs, toUs: samples[samples.length - 1]!.monotonicUs }

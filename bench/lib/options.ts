@@ -26,6 +26,8 @@ export interface BenchOptions {
   /** Rounds of service and floors, alternating; ratios are reported per round and as medians. */
   repeat: number
   cpuProf: boolean
+  /** Replaces the --max-semi-space-size of `npm start` for the service (MiB); null: as `npm start`. */
+  semiSpaceMib: number | null
   soak: boolean
   /** The fake upstream serves wss with a self-signed certificate the service trusts. */
   tls: boolean
@@ -55,6 +57,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --no-floor       skip the floors
   --repeat N       N rounds of service then floors, alternating; prints each round's ratios and
                    their medians (1)
+  --semi-space N   run the service with --max-semi-space-size=N (MiB) instead of npm start's,
+                   to weigh the young generation's size against CPU and RSS
   --cpu-prof       profile the service (its CPU figures then include the profiler)
   --soak           report RSS, heap, event-loop delay and CPU per 30 s window
   --help           this text
@@ -74,6 +78,7 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
         floor: { type: 'string', default: 'receive,bridge' },
         'no-floor': { type: 'boolean', default: false },
         repeat: { type: 'string', default: '1' },
+        'semi-space': { type: 'string' },
         'cpu-prof': { type: 'boolean', default: false },
         'chunk-ms': { type: 'string', default: '50' },
         soak: { type: 'boolean', default: false },
@@ -112,6 +117,7 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
     floors: floors as Floor[],
     repeat: positiveInteger('repeat', values.repeat),
     cpuProf: values['cpu-prof'],
+    semiSpaceMib: values['semi-space'] === undefined ? null : positiveInteger('semi-space', values['semi-space']),
     soak: values.soak,
     tls: values.tls,
     outboxes: outboxes as Outbox[]

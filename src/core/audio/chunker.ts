@@ -119,8 +119,9 @@ export class Chunker {
         this.#view = new Int16Array(this.#chunk.buffer, 0, chunkSamples)
       }
       const count = Math.min(length - i, chunkSamples - this.#filled)
-      ;(this.#view as Int16Array).set(samples.subarray(i, i + count), this.#filled)
-      i += count
+      // A loop rather than set(subarray): ~20 samples a ms per call, and no view object per push.
+      const view = this.#view as Int16Array
+      for (let end = i + count, at = this.#filled; i < end; i++, at++) view[at] = samples[i]!
       this.#filled += count
       if (this.#filled === chunkSamples) this.#emit(this.#chunk, chunkSamples)
     }
