@@ -75,6 +75,7 @@ export function printReport (runs: ServiceRun[], floors: Floors, options: BenchO
     ['CPU, % of one core', ...perService((s) => fixed(s.cpuPercent, 1)), ...floorCell((f) => fixed(f.cpuPercent, 1)), ''],
     ['  idle, before calls, % of one core', ...perService((s) => fixed(s.idleCpuPercent, 1)), ...floorCell((f) => fixed(f.idleCpuPercent, 1)), ''],
     ['  of which kernel (syscalls), %', ...perService((s) => fixed(s.systemCpuShare, 0)), ...floorCell((f) => fixed(f.systemCpuShare, 0)), ''],
+    ['  of which GC pauses (prom-client), s per call-minute / pauses', ...perService((s) => `${fixed(s.gcSecondsPerCallMinute, 4)} / ${s.gcPauses ?? 'n/a'}`), ...noFloor, ''],
     ['  calls per core at 70 % CPU', ...perService((s) => fixed(0.7 * 60 / s.cpuPerCallMinute, 0)), ...floorCell((f) => fixed(0.7 * 60 / f.cpuPerCallMinute, 0)), ''],
     ['RSS idle / peak, MiB', ...perService((s) => `${fixed(s.rssIdleKb / 1024, 1)} / ${fixed(s.rssPeakKb / 1024, 1)}`), ...floorCell((f) => `${fixed(f.rssIdleKb / 1024, 1)} / ${fixed(f.rssPeakKb / 1024, 1)}`), ''],
     ['  V8 heap used / total, external at end, MiB', ...perService(heapAtEnd), ...noFloor, ''],
