@@ -249,7 +249,7 @@ async function main (opts: BenchOptions): Promise<void> {
     printReport(runs, floors, opts, machine)
     rounds.push({ runs, floors })
   }
-  if (rounds.length > 1) printRounds(rounds)
+  if (rounds.length > 1) printRounds(rounds, opts.calls)
   console.log(`\nresults: ${writeResults(RESULTS_DIR, startedAt, rounds, opts, machine)}`)
 }
 

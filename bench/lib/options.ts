@@ -56,7 +56,7 @@ export const USAGE = `usage: npm run bench -- [options]
                    chunks to its own upstream session per call, over wss with --tls)
   --no-floor       skip the floors
   --repeat N       N rounds of service then floors, alternating; prints each round's ratios and
-                   their medians (1)
+                   their medians over the rounds whose every phase had all calls live (1)
   --semi-space N   run the service with --max-semi-space-size=N (MiB) instead of npm start's,
                    to weigh the young generation's size against CPU and RSS
   --cpu-prof       profile the service (its CPU figures then include the profiler)

@@ -136,8 +136,17 @@ const median = (values: number[]): number => {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
 }
 
-/** Per round, each service run's and each floor's CPU per call-minute and ratio; then the medians. */
-function roundFigures (rounds: Round[]): { perRound: Array<Record<string, number>>, medians: Record<string, number> } {
+/**
+ * Whether every phase of a round ran the whole load: all calls live when its window opened. On a
+ * saturated machine the generator falls behind (placing calls late, sending frames seconds late),
+ * and a phase then measures less work than it should: its ratio means nothing.
+ */
+function complete (round: Round, calls: number): boolean {
+  return [...round.runs.map((run) => run.result), ...Object.values(round.floors)].every((phase) => phase.callsActiveAtWindowStart >= calls)
+}
+
+/** Per round, each service run's and each floor's CPU per call-minute and ratio; then the medians over the complete rounds. */
+function roundFigures (rounds: Round[], calls: number): { perRound: Array<Record<string, number>>, medians: Record<string, number>, counted: number } {
   const perRound = rounds.map(({ runs, floors }) => {
     const row: Record<string, number> = {}
     for (const run of runs) {
@@ -148,17 +157,19 @@ function roundFigures (rounds: Round[]): { perRound: Array<Record<string, number
     for (const [kind, floor] of Object.entries(floors)) row[`${kind} floor`] = floor.cpuPerCallMinute
     return row
   })
+  const counted = perRound.filter((_, i) => complete(rounds[i]!, calls))
   const medians: Record<string, number> = {}
-  for (const key of Object.keys(perRound[0] ?? {})) medians[key] = median(perRound.map((row) => row[key]!))
-  return { perRound, medians }
+  for (const key of Object.keys(perRound[0] ?? {})) medians[key] = counted.length === 0 ? Number.NaN : median(counted.map((row) => row[key]!))
+  return { perRound, medians, counted: counted.length }
 }
 
 /** The rounds of `--repeat`: CPU s per call-minute and the ratios, each round and the median. */
-export function printRounds (rounds: Round[]): void {
-  const { perRound, medians } = roundFigures(rounds)
+export function printRounds (rounds: Round[], calls: number): void {
+  const { perRound, medians, counted } = roundFigures(rounds, calls)
   const keys = Object.keys(medians)
   const cell = (key: string, value: number): string => key.includes('÷') ? `${fixed(value)}×` : fixed(value, 4)
-  const rows = [['', ...keys], ...perRound.map((row, i) => [`round ${i + 1}`, ...keys.map((key) => cell(key, row[key]!))]), ['median', ...keys.map((key) => cell(key, medians[key]!))]]
+  const label = (i: number): string => `round ${i + 1}${complete(rounds[i]!, calls) ? '' : ' (incomplete load: not counted)'}`
+  const rows = [['', ...keys], ...perRound.map((row, i) => [label(i), ...keys.map((key) => cell(key, row[key]!))]), [`median of ${counted}`, ...keys.map((key) => cell(key, medians[key]!))]]
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)))
   console.log(`\n${rounds.length} alternating rounds, CPU s per call-minute and ratios:`)
   for (const row of rows) console.log(row.map((value, column) => column === 0 ? value.padEnd(widths[0]!) : value.padStart(widths[column]!)).join('  '))
@@ -167,7 +178,8 @@ export function printRounds (rounds: Round[]): void {
 /**
  * The run as JSON under resultsDir; returns the file. `service`, `floors` and `profile` are the last
  * round's first service run's, as in earlier results; with several runs (one per outbox) `services`
- * holds them all; with `--repeat`, `rounds` holds every round and `medians` the ratios' medians.
+ * holds them all; with `--repeat`, `rounds` holds every round and `medians` the medians over the
+ * rounds whose every phase had all calls live (`roundsCounted` of them).
  */
 export function writeResults (resultsDir: string, startedAt: Date, rounds: Round[], options: BenchOptions, machine: string): string {
   mkdirSync(resultsDir, { recursive: true })
@@ -177,7 +189,7 @@ export function writeResults (resultsDir: string, startedAt: Date, rounds: Round
   const { runs, floors } = rounds[rounds.length - 1]!
   const first = runs[0]!
   const ratio = (service: PhaseResult, kind: Floor): number | null => floors[kind] === undefined ? null : service.cpuPerCallMinute / floors[kind].cpuPerCallMinute
-  const figures = roundFigures(rounds)
+  const figures = roundFigures(rounds, calls)
   writeFileSync(file, JSON.stringify({
     startedAt: startedAt.toISOString(),
     machine,
@@ -189,7 +201,7 @@ export function writeResults (resultsDir: string, startedAt: Date, rounds: Round
     floors,
     profile: first.profile,
     ...(runs.length === 1 ? {} : { services: runs.map((run) => ({ outbox: run.result.outbox, cpuRatioToFloor: ratio(run.result, 'receive'), cpuRatioToBridgeFloor: ratio(run.result, 'bridge'), service: run.result, profile: run.profile })) }),
-    ...(rounds.length === 1 ? {} : { rounds: figures.perRound, medians: figures.medians })
+    ...(rounds.length === 1 ? {} : { rounds: figures.perRound, medians: figures.medians, roundsCounted: figures.counted })
   }, null, 2) + '\n')
   return file
 }
