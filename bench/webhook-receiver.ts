@@ -1,11 +1,11 @@
 /**
- * The webhook receiver of an `--outbox` run, in a process of its own so its CPU is not the service's.
- * It answers every delivery 204 at once and counts requests and distinct `webhook-id`s; it does not
+ * The webhook receiver of an `--outbox` run, in a process of its own so its CPU is not the service's:
+ * the one receiver of scripts/webhook-receiver.ts, answering every delivery 204 at once. It does not
  * verify signatures (the tests do that): the benchmark measures the sender and its outbox, not a
- * receiver.
+ * receiver. It counts requests and distinct `webhook-id`s.
  */
-import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { createWebhookReceiver } from '../scripts/webhook-receiver.ts'
 import type { ChildMessage, ParentMessage } from './lib/ipc.ts'
 
 if (process.send === undefined) {
@@ -16,12 +16,14 @@ if (process.send === undefined) {
 let requests = 0
 const ids = new Set<string>()
 
-const server = createServer((request, response) => {
-  requests++
-  const id = request.headers['webhook-id']
-  if (typeof id === 'string') ids.add(id)
-  request.resume()
-  request.on('end', () => { response.writeHead(204).end() })
+const server = createWebhookReceiver({
+  // Never used to verify (verify: false); the receiver needs one well-formed secret all the same.
+  secrets: ['whsec_' + Buffer.alloc(24).toString('base64')],
+  verify: false,
+  onAttempt: (attempt) => {
+    requests++
+    ids.add(attempt.id)
+  }
 })
 server.keepAliveTimeout = 60_000
 

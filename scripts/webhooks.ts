@@ -1,10 +1,14 @@
 // Operator command for the webhook outbox: `npm run webhooks -- list|replay|resume|purge`.
-// Works beside a running service (WAL); never prints an event body (PHI) or the webhook URL.
+// Works beside running services, on either backend: the SQLite file in DATA_DIR (WAL) or, with
+// DATABASE_URL, the PostgreSQL outbox a fleet shares. Never prints an event body (PHI), the webhook
+// URL or the database URL.
 import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { loadDataDir, withDotEnv } from '../src/config.ts'
+import { pino } from 'pino'
+import { loadOutboxLocation, withDotEnv } from '../src/config.ts'
 import { Outbox } from '../src/core/webhooks/outbox.ts'
-import type { OutboxRow } from '../src/core/webhooks/outbox.ts'
+import type { OutboxRow, OutboxStore } from '../src/core/webhooks/outbox-store.ts'
+import { PostgresOutbox } from '../src/core/webhooks/postgres-outbox.ts'
 
 const USAGE = `Usage: npm run webhooks -- <command> [options]
 
@@ -18,11 +22,12 @@ Commands:
   purge --dead [--older-than 7d]
         delete dead letters (all, or those created at least that long ago: 90s, 30m, 12h, 7d)
 
-DATA_DIR (default ./data, also read from .env) locates outbox.db.`
+DATABASE_URL (fleet mode) selects the PostgreSQL outbox; without it DATA_DIR (default ./data)
+locates outbox.db. Both are also read from .env.`
 
 class UsageError extends Error {}
 
-function main (argv: string[]): number {
+async function main (argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -45,26 +50,39 @@ function main (argv: string[]): number {
   if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`)
   if (!['list', 'replay', 'resume', 'purge'].includes(command)) throw new UsageError(`unknown command "${command}"`)
 
-  const dataDir = loadDataDir(withDotEnv(process.env))
-  const path = Outbox.pathIn(dataDir)
-  if (!existsSync(path)) {
-    console.log(`No outbox at ${path}: nothing has been queued there yet.`)
-    return 0
+  const { dataDir, databaseUrl } = loadOutboxLocation(withDotEnv(process.env))
+  let outbox: OutboxStore
+  if (databaseUrl !== null) {
+    const postgres = new PostgresOutbox({ url: databaseUrl, logger: pino({ level: 'silent' }) })
+    outbox = postgres
+    try {
+      // Idempotent; a database with a newer schema stops here with one line.
+      await postgres.migrate()
+    } catch (err) {
+      await postgres.close()
+      throw err
+    }
+  } else {
+    const path = Outbox.pathIn(dataDir)
+    if (!existsSync(path)) {
+      console.log(`No outbox at ${path}: nothing has been queued there yet.`)
+      return 0
+    }
+    outbox = new Outbox(path)
   }
-  const outbox = new Outbox(path)
   try {
     switch (command) {
-      case 'list': return list(outbox, values)
-      case 'replay': return replay(outbox, values)
-      case 'resume': return resume(outbox)
-      default: return purge(outbox, values)
+      case 'list': return await list(outbox, values)
+      case 'replay': return await replay(outbox, values)
+      case 'resume': return await resume(outbox)
+      default: return await purge(outbox, values)
     }
   } finally {
-    outbox.close()
+    await outbox.close()
   }
 }
 
-function list (outbox: Outbox, values: { call?: string, state?: string, limit?: string }): number {
+async function list (outbox: OutboxStore, values: { call?: string, state?: string, limit?: string }): Promise<number> {
   if (values.state !== undefined && values.state !== 'pending' && values.state !== 'dead') {
     throw new UsageError('--state must be pending or dead')
   }
@@ -72,16 +90,16 @@ function list (outbox: Outbox, values: { call?: string, state?: string, limit?: 
   if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a positive whole number')
   const now = Date.now()
 
-  const pause = outbox.pauseState()
+  const pause = await outbox.pauseState()
   console.log(pause === null
     ? 'Delivery: active'
     : `Delivery: PAUSED since ${new Date(pause.since).toISOString()} (receiver answered ${pause.status}); run \`npm run webhooks -- resume\` once the endpoint is fixed`)
-  const counts = outbox.counts()
-  const oldest = outbox.oldestPendingCreatedAt()
+  const counts = await outbox.counts()
+  const oldest = await outbox.oldestPendingCreatedAt()
   console.log(`Outbox: ${counts.pending} pending, ${counts.dead} dead${oldest === null ? '' : `, oldest pending ${formatAge(now - oldest)}`}`)
   console.log('')
 
-  const calls = outbox.summary().filter((call) => values.call === undefined || call.callSid === values.call)
+  const calls = (await outbox.summary()).filter((call) => values.call === undefined || call.callSid === values.call)
   if (calls.length === 0) {
     console.log('No events.')
     return 0
@@ -92,7 +110,7 @@ function list (outbox: Outbox, values: { call?: string, state?: string, limit?: 
   console.log('')
 
   const state = values.state as OutboxRow['state'] | undefined
-  const rows = outbox.list({ ...(state === undefined ? {} : { state }), ...(values.call === undefined ? {} : { callSid: values.call }), limit: limit + 1 })
+  const rows = await outbox.list({ ...(state === undefined ? {} : { state }), ...(values.call === undefined ? {} : { callSid: values.call }), limit: limit + 1 })
   printTable(['WEBHOOK ID', 'CALL SID', 'SEQ', 'TYPE', 'STATE', 'ATTEMPTS', 'AGE', 'LAST', 'NEXT'], rows.slice(0, limit).map((row) => [
     row.id,
     row.callSid,
@@ -108,27 +126,27 @@ function list (outbox: Outbox, values: { call?: string, state?: string, limit?: 
   return 0
 }
 
-function replay (outbox: Outbox, values: { id?: string, call?: string, 'all-dead'?: boolean }): number {
+async function replay (outbox: OutboxStore, values: { id?: string, call?: string, 'all-dead'?: boolean }): Promise<number> {
   const selectors = [values.id, values.call, values['all-dead'] === true ? true : undefined].filter((value) => value !== undefined)
   if (selectors.length !== 1) throw new UsageError('replay needs exactly one of --id ID, --call CA… or --all-dead')
-  const count = outbox.replayDead({ ...(values.id === undefined ? {} : { id: values.id }), ...(values.call === undefined ? {} : { callSid: values.call }) })
+  const count = await outbox.replayDead({ ...(values.id === undefined ? {} : { id: values.id }), ...(values.call === undefined ? {} : { callSid: values.call }) })
   console.log(`${count} dead letter${count === 1 ? '' : 's'} re-queued.`)
   if (count > 0) console.log('A running service sends them within seconds; otherwise at its next start.')
   return 0
 }
 
-function resume (outbox: Outbox): number {
-  console.log(outbox.resume()
+async function resume (outbox: OutboxStore): Promise<number> {
+  console.log(await outbox.resume()
     ? 'Delivery resumed: a running service retries the waiting events within seconds.'
     : 'Delivery was not paused.')
   return 0
 }
 
-function purge (outbox: Outbox, values: { dead?: boolean, 'older-than'?: string }): number {
+async function purge (outbox: OutboxStore, values: { dead?: boolean, 'older-than'?: string }): Promise<number> {
   // Pending events are never purged: that would lose events nobody has received.
   if (values.dead !== true) throw new UsageError('purge deletes dead letters only; say so with --dead')
   const olderThan = values['older-than']
-  const count = outbox.purgeDead(olderThan === undefined ? {} : { olderThanMs: parseDurationMs(olderThan) })
+  const count = await outbox.purgeDead(olderThan === undefined ? {} : { olderThanMs: parseDurationMs(olderThan) })
   console.log(`${count} dead letter${count === 1 ? '' : 's'} purged.`)
   return 0
 }
@@ -158,7 +176,7 @@ function printTable (header: string[], rows: string[][]): void {
 }
 
 try {
-  process.exitCode = main(process.argv.slice(2))
+  process.exitCode = await main(process.argv.slice(2))
 } catch (err) {
   if (err instanceof UsageError || (err instanceof TypeError && (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true)) {
     console.error(`webhooks: ${err.message}\n\n${USAGE}`)

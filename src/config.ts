@@ -28,9 +28,14 @@ export interface Config {
   /** 50–1000 ms of audio per upstream binary frame. */
   audioChunkMs: number
   webhookUrl: string | null
+  /** Validated `whsec_…` secrets, in the order given (several while rotating); empty without WEBHOOK_URL. */
   webhookSecrets: string[]
   webhookTimeoutMs: number
   dataDir: string
+  /** `postgres://…`: fleet mode, the outbox in PostgreSQL shared by every replica; null = SQLite in DATA_DIR. */
+  databaseUrl: string | null
+  /** Fleet mode: bytes of events held in memory while PostgreSQL is unreachable; not ready above half. */
+  outboxBufferBytes: number
   maxCalls: number
   drainTimeoutMs: number
   logLevel: string
@@ -156,13 +161,17 @@ export function loadConfig (env: Env = process.env): Config {
   const domainRaw = read(env, 'ASSEMBLYAI_DOMAIN') ?? 'medical-v1'
 
   const webhookUrl = url(env, 'WEBHOOK_URL', { secure: 'https', plain: 'http' }, warnings)
-  const webhookSecrets = (read(env, 'WEBHOOK_SECRET') ?? '').split(/\s+/).filter((secret) => secret !== '')
+  const webhookSecrets = parseWebhookSecrets(read(env, 'WEBHOOK_SECRET'))
   if (webhookUrl !== undefined && webhookSecrets.length === 0) {
     throw new ConfigError('WEBHOOK_SECRET', 'is required with WEBHOOK_URL; set it to a whsec_… secret (several, space-separated, while rotating)')
   }
-  for (const secret of webhookSecrets) {
-    if (!/^whsec_[A-Za-z0-9+/=]{16,}$/.test(secret)) {
-      throw new ConfigError('WEBHOOK_SECRET', 'must hold whsec_ followed by base64 (e.g. whsec_$(openssl rand -base64 32)); several are separated by spaces')
+
+  const databaseUrl = read(env, 'DATABASE_URL') ?? null
+  if (databaseUrl !== null) {
+    const parsed = URL.canParse(databaseUrl) ? new URL(databaseUrl) : null
+    // Never echo the value: it usually holds a password.
+    if (parsed === null || (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:')) {
+      throw new ConfigError('DATABASE_URL', 'must be a postgres://user:password@host:5432/database URL (or unset for the SQLite outbox in DATA_DIR)')
     }
   }
 
@@ -200,12 +209,37 @@ export function loadConfig (env: Env = process.env): Config {
     webhookSecrets,
     webhookTimeoutMs: integer(env, 'WEBHOOK_TIMEOUT_MS', 15000, 100, 120000),
     dataDir: loadDataDir(env),
+    databaseUrl,
+    outboxBufferBytes: integer(env, 'OUTBOX_BUFFER_BYTES', 67_108_864, 4096, 17_179_869_184),
     maxCalls: integer(env, 'MAX_CALLS', 500, 1, 100000),
     drainTimeoutMs: integer(env, 'DRAIN_TIMEOUT_MS', 300000, 0, 86400000),
     logLevel,
     logPii: boolean(env, 'LOG_PII', false),
     warnings
   }
+}
+
+/**
+ * `WEBHOOK_SECRET`: one or more `whsec_<base64>` secrets separated by spaces (several while a receiver
+ * rotates). The one place secrets are parsed; the sender receives the result.
+ */
+export function parseWebhookSecrets (value: string | undefined): string[] {
+  const secrets = (value ?? '').split(/\s+/).filter((secret) => secret !== '')
+  secrets.forEach((secret, index) => {
+    const base64 = secret.startsWith('whsec_') ? secret.slice('whsec_'.length) : ''
+    // At least 16 decoded bytes: a truncated paste must not become a weak key.
+    const decoded = /^[A-Za-z0-9+/]+={0,2}$/.test(base64) ? Buffer.from(base64, 'base64') : Buffer.alloc(0)
+    if (decoded.length < 16) {
+      throw new ConfigError('WEBHOOK_SECRET', `secret #${index + 1} must be whsec_ followed by base64 of at least 16 bytes (e.g. whsec_$(openssl rand -base64 32)); several are separated by spaces`)
+    }
+  })
+  return secrets
+}
+
+/** The outbox location alone, for the operator command that needs nothing else. */
+export function loadOutboxLocation (env: Env = process.env): { dataDir: string, databaseUrl: string | null } {
+  const databaseUrl = read(env, 'DATABASE_URL') ?? null
+  return { dataDir: loadDataDir(env), databaseUrl }
 }
 
 /** DATA_DIR alone, for the operator command that needs nothing else. */

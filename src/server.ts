@@ -32,6 +32,24 @@ async function main (): Promise<void> {
   if (!config.twilioSignatureCheck) logger.warn('TWILIO_SIGNATURE_CHECK=false: Twilio signatures are NOT checked; anyone who finds this URL can start streams. Local development only')
   if (config.streamTokenSecretSource === 'random') logger.warn('neither STREAM_TOKEN_SECRET nor TWILIO_AUTH_TOKEN is set: stream tokens use a random per-process key, so run one replica only')
 
+  // Signal handlers come before anything can take long (a database to reach, ports to bind): a
+  // SIGTERM that arrives while starting stops the process once it is up, rather than killing it
+  // half-built by Node's default handler.
+  let shutdown: ((signal: string) => void) | null = null
+  let earlySignal: string | null = null
+  const onSignal = (signal: string): void => {
+    if (shutdown !== null) {
+      shutdown(signal)
+    } else if (earlySignal === null) {
+      earlySignal = signal
+      logger.info({ signal }, 'signal while starting: stopping once started')
+    } else {
+      process.exit(1)
+    }
+  }
+  process.on('SIGTERM', () => { onSignal('SIGTERM') })
+  process.on('SIGINT', () => { onSignal('SIGINT') })
+
   const app = await buildApp({ config, logger, version: pkg.version })
   await app.listen({ port: config.port, host: config.host })
   const metricsServer = createMetricsServer(app.metricsRegistry)
@@ -40,7 +58,7 @@ async function main (): Promise<void> {
   logger.info({ metricsPort: (metricsServer.address() as AddressInfo).port, version: pkg.version }, 'metrics listening')
 
   let stopping = false
-  const shutdown = async (signal: string): Promise<void> => {
+  const stop = async (signal: string): Promise<void> => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting now')
       process.exit(1)
@@ -59,8 +77,8 @@ async function main (): Promise<void> {
     logger.flush()
     process.exit(0)
   }
-  process.on('SIGTERM', () => { void shutdown('SIGTERM') })
-  process.on('SIGINT', () => { void shutdown('SIGINT') })
+  shutdown = (signal) => { void stop(signal) }
+  if (earlySignal !== null) shutdown(earlySignal)
 }
 
 main().catch((error: unknown) => {

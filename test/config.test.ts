@@ -104,3 +104,25 @@ test('config reads several webhook secrets and comma-separated keyterms', () => 
   assert.equal(config.webhookSecrets.length, 2)
   assert.deepEqual(config.assemblyai.keyterms, ['metoprolol', 'Dr. Patel', 'lisinopril'])
 })
+
+test('config selects the PostgreSQL outbox and its buffer bound when DATABASE_URL is set', () => {
+  const sqlite = loadConfig(base)
+  assert.equal(sqlite.databaseUrl, null)
+  assert.equal(sqlite.outboxBufferBytes, 67_108_864)
+  const fleet = loadConfig({ ...base, DATABASE_URL: 'postgres://medstream:pw@db.internal:5432/medstream', OUTBOX_BUFFER_BYTES: '16777216' })
+  assert.equal(fleet.databaseUrl, 'postgres://medstream:pw@db.internal:5432/medstream')
+  assert.equal(fleet.outboxBufferBytes, 16_777_216)
+  const wrong = failure({ ...base, DATABASE_URL: 'mysql://medstream:s3cret@db/medstream' })
+  assert.equal(wrong.variable, 'DATABASE_URL')
+  assert.doesNotMatch(wrong.message, /s3cret/, 'never echoes the password')
+  assert.equal(failure({ ...base, OUTBOX_BUFFER_BYTES: '1024' }).variable, 'OUTBOX_BUFFER_BYTES')
+})
+
+test('config parses webhook secrets once and refuses a short or non-base64 one without echoing it', () => {
+  const short = failure({ ...base, WEBHOOK_URL: 'https://hooks.example.org/m', WEBHOOK_SECRET: 'whsec_c2hvcnQ=' })
+  assert.equal(short.variable, 'WEBHOOK_SECRET')
+  assert.match(short.message, /secret #1/)
+  const second = failure({ ...base, WEBHOOK_URL: 'https://hooks.example.org/m', WEBHOOK_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_not*base64*at*all*here' })
+  assert.match(second.message, /secret #2/)
+  assert.doesNotMatch(second.message, /not\*base64/)
+})

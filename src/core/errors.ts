@@ -6,7 +6,8 @@
 export const ERROR_CODES = {
   MS_ERR_CONFIG: 'a configuration value is missing or invalid; the message names the variable and the fix',
   MS_ERR_UPSTREAM: 'an AssemblyAI session failed; `retryable` says whether a new session can help',
-  MS_ERR_DELIVERY: 'a webhook attempt failed; it is retried with backoff for 24 hours',
+  MS_ERR_DELIVERY: 'a webhook attempt failed; it is retried with backoff for 24 hours (`retryable` false: 410 Gone paused delivery)',
+  MS_ERR_SCHEMA: 'the PostgreSQL database holds a newer medstream schema than this build knows; run the newer build (never an older one) against it',
   MS_ERR_SINK_CLOSED: 'an event was published after the event sink closed (a bug: calls end before the sink)',
   MS_ERR_INVALID_CALL_SID: 'an event carried a call_sid that is not a Twilio CallSid; it was not written to a file'
 } as const
@@ -54,13 +55,19 @@ export class UpstreamError extends MedstreamError {
   }
 }
 
-/** A webhook attempt that failed: a non-2xx answer, a timeout or a network error. */
+/**
+ * A webhook attempt that failed: a non-2xx answer, a timeout or a network error. `reason` is
+ * `status`, `redirect`, `timeout`, `shutdown` or `network:<code>` (never a URL); `retryable` is false
+ * only for `410 Gone`, which pauses delivery until an operator resumes it.
+ */
 export class DeliveryError extends MedstreamError {
   readonly status: number | null
+  readonly reason: string
   readonly retryAfterMs: number | null
-  constructor (message: string, options: { status?: number | null, retryAfterMs?: number | null, retryable?: boolean, cause?: unknown } = {}) {
+  constructor (message: string, options: { reason: string, status?: number | null, retryAfterMs?: number | null, retryable?: boolean, cause?: unknown }) {
     super('MS_ERR_DELIVERY', message, { retryable: options.retryable ?? true, cause: options.cause })
     this.name = 'DeliveryError'
+    this.reason = options.reason
     this.status = options.status ?? null
     this.retryAfterMs = options.retryAfterMs ?? null
   }

@@ -37,6 +37,10 @@ export function createMetrics (registry: Registry, version: string) {
     // A 410 Gone pauses delivery until an operator resumes it, and that
     // must page someone rather than hide in a log line.
     webhookEndpointPaused: new Gauge({ name: 'medstream_webhook_endpoint_paused', help: '1 while delivery is paused after the receiver answered 410 Gone.', registers }),
+    // An event that could not be stored (a failed write, a full in-memory buffer while PostgreSQL is
+    // unreachable, or shutdown before the write): it is gone, so it is counted, never only logged.
+    eventsLost: new Counter({ name: 'medstream_events_lost_total', help: 'Events that could not be stored and are lost, by reason.', labelNames: ['reason'] as const, registers }),
+    outboxBufferBytes: new Gauge({ name: 'medstream_outbox_buffer_bytes', help: 'Bytes of events held in memory until the PostgreSQL outbox takes them (fleet mode).', registers }),
     buildInfo: new Gauge({ name: 'medstream_build_info', help: 'Always 1; the version label says which build runs.', labelNames: ['version'] as const, registers })
   }
   metrics.buildInfo.set({ version }, 1)
@@ -52,13 +56,14 @@ export function createMetrics (registry: Registry, version: string) {
   for (const role of ROLES) metrics.turnsTotal.inc({ role }, 0)
   for (const result of DELIVERY_RESULTS) metrics.webhookDeliveries.inc({ result }, 0)
   for (const state of OUTBOX_STATES) metrics.webhookOutboxEvents.set({ state }, 0)
+  for (const reason of LOSS_REASONS) metrics.eventsLost.inc({ reason }, 0)
   return metrics
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
 
 export const CALL_OUTCOMES = ['completed', 'transcription_failed', 'stream_error', 'shutdown'] as const
-export const REJECTION_REASONS = ['signature', 'token', 'capacity', 'draining', 'start_timeout', 'duplicate'] as const
+export const REJECTION_REASONS = ['signature', 'token', 'capacity', 'draining', 'start_timeout', 'duplicate', 'outbox_unavailable'] as const
 /** The URL a media upgrade's accepted Twilio signature was computed over (see core/twilio/signature.ts). */
 export const UPGRADE_SIGNATURE_FORMS = ['wss', 'wss_slash', 'https', 'https_slash'] as const
 export const TWILIO_EVENTS = ['connected', 'start', 'media', 'stop', 'mark', 'dtmf', 'unknown'] as const
@@ -66,8 +71,10 @@ export const INVALID_REASONS = ['json', 'schema', 'size', 'binary', 'order', 'ti
 export const UPSTREAM_ERROR_CODES = ['1008', '1011', '3005', '3006', '3007', '3008', '3009', 'network', 'other'] as const
 export const DELIVERY_RESULTS = ['success', 'retry', 'dead'] as const
 export const OUTBOX_STATES = ['pending', 'dead'] as const
+export const LOSS_REASONS = ['store_failed', 'buffer_full', 'shutdown'] as const
 
 export type InvalidReason = typeof INVALID_REASONS[number]
+export type LossReason = typeof LOSS_REASONS[number]
 export type UpgradeSignatureForm = typeof UPGRADE_SIGNATURE_FORMS[number]
 export type UpstreamErrorLabel = typeof UPSTREAM_ERROR_CODES[number]
 

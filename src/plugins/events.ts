@@ -33,17 +33,27 @@ export default fp<EventsPluginOptions>(async function eventsPlugin (fastify, opt
   } else if (config.webhookUrl !== null) {
     const webhooks = new WebhookSink({
       dataDir: config.dataDir,
+      databaseUrl: config.databaseUrl,
+      bufferBytes: config.outboxBufferBytes,
       url: config.webhookUrl,
       secrets: config.webhookSecrets,
       timeoutMs: config.webhookTimeoutMs,
       metrics: fastify.metrics,
       logger: fastify.log as Logger,
-      version: options.version
+      version: options.version,
+      onFatal: (err) => {
+        // Found after a start with the database down: nothing this process can do fixes it.
+        fastify.log.fatal({ code: (err as { code?: string }).code }, err.message)
+        process.stderr.write(`medstream: ${err.message}\n`)
+        process.exit(1)
+      }
     })
-    webhooks.start()
+    // Settles after the first connection attempt: a newer schema fails the start here, with one
+    // line; an unreachable database does not (the sink retries and readiness stays off).
+    await webhooks.start()
     sink = webhooks
   } else {
-    sink = new FileSink({ dataDir: config.dataDir })
+    sink = new FileSink({ dataDir: config.dataDir, metrics: fastify.metrics, logger: fastify.log as Logger })
   }
   fastify.decorate('events', sink)
   // onClose runs after the calls plugin's preClose has ended every call, so call.ended is in.

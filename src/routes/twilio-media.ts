@@ -34,7 +34,7 @@ export default async function twilioMediaRoutes (fastify: FastifyInstance, optio
   }
 
   fastify.addHook('preValidation', async (request, reply) => {
-    const verdict = admitUpgrade(request.headers['x-twilio-signature'], signatures, calls, metrics)
+    const verdict = admitUpgrade(request.headers['x-twilio-signature'], signatures, calls, metrics, fastify.events)
     if (verdict.accept) return
     if (verdict.status === 403) {
       request.log.warn('media stream upgrade refused: bad signature')

@@ -10,7 +10,7 @@ const read = (path: string): string => readFileSync(join(ROOT, path), 'utf8')
  * Metrics that docs/interface.md lists but that another change adds to the code; once the code
  * declares one it is held to the table like every other.
  */
-const NOT_YET_DECLARED = new Set(['medstream_events_lost_total', 'medstream_upgrade_signatures_total'])
+const NOT_YET_DECLARED = new Set(['medstream_upgrade_signatures_total'])
 
 /** Every file under `dir` (relative to the repository), skipping node_modules and dot-directories. */
 function filesUnder (dir: string): string[] {

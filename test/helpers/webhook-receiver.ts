@@ -1,16 +1,7 @@
-import { once } from 'node:events'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { Webhook } from 'standardwebhooks'
+import { createWebhookReceiver, listenWebhookReceiver } from '../../scripts/webhook-receiver.ts'
+import type { ReceivedEvent } from '../../scripts/webhook-receiver.ts'
 
-export interface ReceivedEvent {
-  id: string
-  type: string
-  sequence: number
-  callSid: string
-  data: Record<string, unknown>
-  body: string
-}
+export type { ReceivedEvent } from '../../scripts/webhook-receiver.ts'
 
 export interface ReceiverOptions {
   /** The secrets this receiver knows; a delivery is accepted when any verifies it. */
@@ -22,57 +13,36 @@ export interface ReceiverOptions {
 }
 
 /**
- * A real webhook receiver on loopback, as a customer would write one: verifies every signature with
- * standardwebhooks, de-duplicates by webhook-id, and keeps events in arrival order.
+ * The receiver of scripts/webhook-receiver.ts on loopback, as the end-to-end tests and the demo use
+ * it: events in arrival order, attempts counted per webhook-id, failed signatures listed.
  */
 export async function startWebhookReceiver (options: ReceiverOptions) {
-  const verifiers = options.secrets.map((secret) => new Webhook(secret))
   const events: ReceivedEvent[] = []
-  const seen = new Set<string>()
   const attempts = new Map<string, number>()
   const badSignatures: string[] = []
   const listeners = new Set<() => void>()
-  const server = createServer((request, response) => {
-    const chunks: Buffer[] = []
-    request.on('data', (chunk: Buffer) => chunks.push(chunk))
-    request.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8')
-      const headers = {
-        'webhook-id': String(request.headers['webhook-id'] ?? ''),
-        'webhook-timestamp': String(request.headers['webhook-timestamp'] ?? ''),
-        'webhook-signature': String(request.headers['webhook-signature'] ?? '')
-      }
-      const id = headers['webhook-id']
-      const count = (attempts.get(id) ?? 0) + 1
-      attempts.set(id, count)
-      const verified = verifiers.some((verifier) => {
-        try { verifier.verify(body, headers); return true } catch { return false }
-      })
-      if (!verified) {
-        badSignatures.push(id)
-        response.writeHead(401).end()
-        return
-      }
-      const answer = options.respond?.({ id, count }) ?? 200
-      const { status, headers: extra, hangMs } = typeof answer === 'number' ? { status: answer, headers: undefined, hangMs: undefined } : answer
-      const finish = (): void => {
-        if (status >= 200 && status < 300 && !seen.has(id)) {
-          seen.add(id)
-          const parsed = JSON.parse(body) as { type: string, data: Record<string, unknown> }
-          const event = { id, type: parsed.type, sequence: parsed.data.sequence as number, callSid: parsed.data.call_sid as string, data: parsed.data, body }
-          events.push(event)
-          options.onEvent?.(event)
-          for (const listener of listeners) listener()
-        }
-        if (!response.destroyed) response.writeHead(status, extra).end()
-      }
-      if (hangMs !== undefined) setTimeout(finish, hangMs)
-      else finish()
-    })
+  const server = createWebhookReceiver({
+    secrets: options.secrets,
+    reply: (attempt) => {
+      const count = (attempts.get(attempt.id) ?? 0) + 1
+      attempts.set(attempt.id, count)
+      const answer = options.respond?.({ id: attempt.id, count }) ?? 200
+      if (typeof answer === 'number') return { status: answer }
+      return { status: answer.status, ...(answer.headers === undefined ? {} : { headers: answer.headers }), ...(answer.hangMs === undefined ? {} : { delayMs: answer.hangMs }) }
+    },
+    onAttempt: (attempt) => {
+      if (attempt.verified) return
+      attempts.set(attempt.id, (attempts.get(attempt.id) ?? 0) + 1)
+      badSignatures.push(attempt.id)
+    },
+    onEvent: (event) => {
+      events.push(event)
+      options.onEvent?.(event)
+      for (const listener of listeners) listener()
+    }
   })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`
+  const { port } = await listenWebhookReceiver(server)
+  const url = `http://127.0.0.1:${port}/hooks`
   return {
     url,
     events,
@@ -91,8 +61,7 @@ export async function startWebhookReceiver (options: ReceiverOptions) {
     },
     async close (): Promise<void> {
       server.closeAllConnections()
-      server.close()
-      await once(server, 'close')
+      await new Promise<void>((resolve) => server.close(() => resolve()))
     }
   }
 }

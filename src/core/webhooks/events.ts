@@ -19,13 +19,21 @@ export interface OutgoingEvent {
 }
 
 /**
- * Where a call's events go. `publish` returns once the event is durable (on disk): the call pipeline
- * moves on only then. Delivery happens later and in order per stream.
+ * Where a call's events go. `publish` returns once the sink holds the event: committed to the
+ * SQLite outbox or appended to the JSONL file (in the page cache: it survives a crash of the
+ * process, not a power loss), or, in fleet mode, queued in order for PostgreSQL. An event a sink
+ * cannot keep is counted in `medstream_events_lost_total`, never dropped silently. Delivery happens
+ * later and in order per stream.
  */
 export interface EventSink {
   /** Begins delivery of what an earlier run left pending. Optional: a sink with nothing to resume omits it. */
-  start? (): void
+  start? (): void | Promise<void>
   publish (event: OutgoingEvent): void
+  /**
+   * False while new calls should go elsewhere (fleet mode: the database not yet reached, or the
+   * in-memory buffer past half its bound). Absent means always true.
+   */
+  readonly accepting?: boolean
   /** Stops accepting events, makes a last delivery pass until `deadline` (epoch ms), keeps the rest. */
   close (deadline: number): Promise<void>
 }

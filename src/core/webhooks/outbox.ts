@@ -3,71 +3,15 @@ import { dirname, join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import type { StatementSync } from 'node:sqlite'
 import type { OutgoingEvent } from './events.ts'
+import type { CallSummary, DueEvent, FailureRecord, ListFilter, OutboxRow, OutboxState, OutboxStore, PauseState } from './outbox-store.ts'
 
-export type OutboxState = 'pending' | 'dead'
-
-/** An event as the operator sees it: everything but the body (which holds PHI). */
-export interface OutboxRow {
-  id: string
-  callSid: string
-  streamSid: string
-  sequence: number
-  type: string
-  state: OutboxState
-  attempts: number
-  /** When the event was first published, epoch ms. */
-  createdAt: number
-  /** Start of the current retry window (publish time, or the last replay), epoch ms. */
-  queuedAt: number
-  /** Only the head of a stream has one; null for the events queued behind it and for dead letters. */
-  nextAttemptAt: number | null
-  lastAttemptAt: number | null
-  /** HTTP status of the last failed attempt, null when it got no answer. */
-  lastStatus: number | null
-  /** Reason of the last failure: `status`, `redirect`, `timeout`, `shutdown` or `network:<code>`. */
-  lastError: string | null
-  /** A receiver's `Retry-After`: no attempt before this, even when everything else is retried at once. */
-  notBefore: number | null
-  deadAt: number | null
-}
-
-/** The head of a stream, due for an attempt. */
-export interface DueEvent {
-  id: string
-  callSid: string
-  streamSid: string
-  sequence: number
-  body: string
-  attempts: number
-  queuedAt: number
-}
-
-export interface CallSummary {
-  callSid: string
-  pending: number
-  dead: number
-  /** Oldest `createdAt` among the call's events, epoch ms. */
-  oldestCreatedAt: number
-}
-
-export interface PauseState {
-  /** Epoch ms. */
-  since: number
-  status: number
-}
-
-export interface FailureRecord {
-  /** Epoch ms of the attempt. */
-  at: number
-  status: number | null
-  reason: string
-}
+export type { CallSummary, DueEvent, FailureRecord, OutboxRow, OutboxState, PauseState } from './outbox-store.ts'
 
 const SCHEMA_VERSION = 1
 const PAUSE_KEY = 'endpoint_paused'
 
 /**
- * The durable outbox: every event is committed here before `publish` returns, and leaves only when a
+ * The SQLite outbox, the default backend (one process, `DATA_DIR/outbox.db`): every event is committed here before `publish` returns, and leaves only when a
  * receiver answered 2xx. Dead letters stay until an operator replays or purges them.
  *
  * Ordering invariant: of a stream's pending events exactly one, the lowest `sequence`, has a
@@ -77,7 +21,8 @@ const PAUSE_KEY = 'endpoint_paused'
  * The operator CLI opens the same file from another process; WAL lets it read and write while the
  * service runs, and the `control` table carries the endpoint pause flag between the two.
  */
-export class Outbox {
+export class Outbox implements OutboxStore {
+  readonly backend = 'sqlite'
   readonly path: string
   #db: DatabaseSync
   #closed = false
@@ -170,6 +115,13 @@ export class Outbox {
     return this.#closed
   }
 
+  /** The durability settings this connection runs with, read back from SQLite (for tests and the docs). */
+  pragmas (): { journalMode: string, synchronous: 'OFF' | 'NORMAL' | 'FULL' | 'EXTRA', busyTimeoutMs: number, userVersion: number } {
+    const read = (name: string): unknown => Object.values(this.#db.prepare(`PRAGMA ${name}`).get() ?? {})[0]
+    const synchronous = (['OFF', 'NORMAL', 'FULL', 'EXTRA'] as const)[Number(read('synchronous'))] ?? 'FULL'
+    return { journalMode: String(read('journal_mode')), synchronous, busyTimeoutMs: Number(read('busy_timeout')), userVersion: Number(read('user_version')) }
+  }
+
   /** Commits the event (durable when this returns). False when an event with this id is already held. */
   insert (event: OutgoingEvent, now: number = Date.now()): boolean {
     return this.#transaction(() => {
@@ -179,6 +131,34 @@ export class Outbox {
       return true
     })
   }
+
+  /** Commits the events in order, in one transaction. Returns how many were new. */
+  insertMany (events: readonly OutgoingEvent[], now: number = Date.now()): number {
+    return this.#transaction(() => {
+      let inserted = 0
+      for (const event of events) {
+        const { changes } = this.#insert.run(event.id, event.callSid, event.streamSid, event.sequence, event.type, event.body, now, now)
+        if (changes === 0) continue
+        inserted++
+        this.#fixHead(event.streamSid, now)
+      }
+      return inserted
+    })
+  }
+
+  /** One process delivers this file, so a claim is just the first `limit` due heads not excluded. */
+  claimDue (now: number, limit: number, exclude: ReadonlySet<string>): DueEvent[] {
+    const claimed: DueEvent[] = []
+    if (limit <= 0) return claimed
+    for (const event of this.due(now)) {
+      if (exclude.has(event.streamSid)) continue
+      claimed.push(event)
+      if (claimed.length >= limit) break
+    }
+    return claimed
+  }
+
+  release (_streamSid: string): void {}
 
   /**
    * Heads of streams whose next attempt is due at `now`, soonest first. Lazy: stop iterating once
@@ -251,7 +231,7 @@ export class Outbox {
   }
 
   /** Events without their bodies, oldest first. */
-  list (filter: { state?: OutboxState, callSid?: string, limit?: number } = {}): OutboxRow[] {
+  list (filter: ListFilter = {}): OutboxRow[] {
     const rows = this.#db.prepare(`SELECT id, call_sid, stream_sid, sequence, type, state, attempts, created_at, queued_at,
         next_attempt_at, last_attempt_at, last_status, last_error, not_before, dead_at
       FROM events WHERE (:state IS NULL OR state = :state) AND (:call IS NULL OR call_sid = :call)

@@ -1,25 +1,14 @@
-import { Webhook } from 'standardwebhooks'
 import type { CoreLogger } from '../log.ts'
-import { ConfigError } from '../errors.ts'
+import { DeliveryError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
-import type { DueEvent, FailureRecord, Outbox } from './outbox.ts'
+import { HttpAttempt, SHUTDOWN } from './http-attempt.ts'
+import type { Awaitable, DueEvent, FailureRecord, OutboxStore } from './outbox-store.ts'
+import { decideRetry, positive, retryOptions } from './retry-policy.ts'
+import type { RetryOptions } from './retry-policy.ts'
 import pkg from '../../../package.json' with { type: 'json' }
 
-/** Backoff between attempts of one event. Waits are milliseconds. */
-export interface RetryOptions {
-  /** Wait after the first failure, ms. Default 1000: a short outage must heal within seconds. */
-  initialMs: number
-  /** Growth of the wait per failed attempt, > 1. Default 2. */
-  factor: number
-  /** Cap on each wait, ms. Default 300000 (5 min). */
-  maxDelayMs: number
-  /** How long an event is retried, from when it was queued, before it becomes a dead letter, ms. Default 86400000 (24 h). */
-  maxAgeMs: number
-  /** Cap on a receiver's `Retry-After`, ms. Default 600000 (10 min). */
-  retryAfterCapMs: number
-  /** 0–1: each wait is scaled by a random factor in [1 - jitter, 1 + jitter], then capped. Default 0.2. */
-  jitter: number
-}
+export { RETRY_DEFAULTS, backoffDelayMs, nextDelayMs, parseRetryAfterMs } from './retry-policy.ts'
+export type { RetryOptions } from './retry-policy.ts'
 
 /** The metrics the sender keeps. `webhookEndpointPaused` (1 while a 410 pauses delivery) is optional. */
 export type WebhookMetrics = Pick<Metrics, 'webhookDeliveries' | 'webhookDelivery' | 'webhookOutboxEvents' | 'webhookOutboxOldestAge'> & {
@@ -27,11 +16,11 @@ export type WebhookMetrics = Pick<Metrics, 'webhookDeliveries' | 'webhookDeliver
 }
 
 export interface WebhookSenderOptions {
-  /** The receiver, `http:` or `https:`. Redirects are not followed: a 3xx is a failed attempt. */
+  /** The receiver, `http:` or `https:` (validated by `loadConfig`). Redirects are not followed: a 3xx is a failed attempt. */
   url: string
-  /** `whsec_…` secrets; every attempt is signed with each, so a receiver can rotate without downtime. */
-  secrets: string[]
-  outbox: Outbox
+  /** Validated `whsec_…` secrets; every attempt is signed with each, so a receiver can rotate without downtime. */
+  secrets: readonly string[]
+  outbox: OutboxStore
   metrics: WebhookMetrics
   logger: CoreLogger
   /** Per attempt, ms, from request to response headers and a short body. Default 15000. */
@@ -40,8 +29,9 @@ export interface WebhookSenderOptions {
   maxInFlight?: number
   retry?: Partial<RetryOptions>
   /**
-   * How often the outbox is re-read for changes made by the operator CLI (a resume, a replay) and the
-   * outbox gauges refreshed, ms. Default 5000.
+   * How often the outbox is re-read for changes made elsewhere (the operator CLI's resume or replay;
+   * in a fleet, other replicas' events, pauses and expired leases) and the gauges refreshed, ms.
+   * Default 5000.
    */
   pollMs?: number
   /** Sent as `user-agent: medstream/<version>`. Default: the package version. */
@@ -52,86 +42,29 @@ export interface WebhookSenderOptions {
   random?: () => number
 }
 
-export const RETRY_DEFAULTS: Readonly<RetryOptions> = Object.freeze({
-  initialMs: 1000,
-  factor: 2,
-  maxDelayMs: 300_000,
-  maxAgeMs: 86_400_000,
-  retryAfterCapMs: 600_000,
-  jitter: 0.2
-})
-
 const DEFAULTS = { timeoutMs: 15_000, maxInFlight: 32, pollMs: 5000 }
-const MAX_RESPONSE_BYTES = 64 * 1024
-const TIMEOUT = Symbol('timeout')
-const SHUTDOWN = Symbol('shutdown')
-
-/** Splits `WEBHOOK_SECRET` (several `whsec_` secrets separated by spaces during a rotation). */
-export function parseWebhookSecrets (value: string): string[] {
-  return value.split(/\s+/).filter((secret) => secret !== '')
-}
-
-/**
- * The wait after the `attempts`-th failed attempt (1 = first failure), before Retry-After. Jitter is
- * applied after the cap as well as before it, so streams that all sit at the cap still spread out.
- */
-export function backoffDelayMs (attempts: number, retry: RetryOptions, random: () => number = Math.random): number {
-  const base = Math.min(retry.maxDelayMs, retry.initialMs * retry.factor ** Math.max(0, attempts - 1))
-  const jittered = base * (1 - retry.jitter + 2 * retry.jitter * random())
-  return Math.round(Math.min(retry.maxDelayMs, jittered))
-}
-
-/**
- * `Retry-After` in ms from `nowMs`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3); null when
- * absent or unparsable. Uncapped: the caller applies its cap.
- */
-export function parseRetryAfterMs (value: string | null | undefined, nowMs: number): number | null {
-  if (value == null) return null
-  const text = value.trim()
-  if (/^\d+$/.test(text)) return Number(text) * 1000
-  // An HTTP-date names a weekday and a month; Date.parse alone would also take "-5" or "2026".
-  if (!/[A-Za-z]{3}/.test(text)) return null
-  const at = Date.parse(text)
-  if (Number.isNaN(at)) return null
-  return Math.max(0, at - nowMs)
-}
-
-/**
- * The wait before the next attempt. A receiver's `Retry-After` (capped) is a floor, never a reason to
- * come back sooner than our own backoff: a `Retry-After: 0` must not turn into a tight loop.
- */
-export function nextDelayMs (attempts: number, retryAfterMs: number | null, retry: RetryOptions, random: () => number = Math.random): number {
-  const backoff = backoffDelayMs(attempts, retry, random)
-  if (retryAfterMs === null) return backoff
-  return Math.max(backoff, Math.min(retryAfterMs, retry.retryAfterCapMs))
-}
+/** After an outbox read fails (database unreachable), the pump tries again this much later, ms. */
+const STORE_RETRY_MS = 1000
 
 interface Attempt {
   controller: AbortController
   done: Promise<void>
 }
 
-type Outcome =
-  | { ok: true, status: number }
-  | { ok: false, status: number | null, reason: string, retryAfterMs: number | null }
-
 /**
  * Delivers the outbox to one endpoint with Standard Webhooks signatures. Each stream is strictly
  * serial (event N+1 only after N got a 2xx or became a dead letter); streams run in parallel up to
  * `maxInFlight`. The outbox is the only state that matters: the sender can die at any moment and a
- * new one resumes from the database.
+ * new one, in this process or another replica, resumes from the database.
  */
 export class WebhookSender {
-  readonly #url: string
-  readonly #signers: Webhook[]
-  readonly #outbox: Outbox
+  readonly #http: HttpAttempt
+  readonly #outbox: OutboxStore
   readonly #metrics: WebhookMetrics
   readonly #logger: CoreLogger
-  readonly #timeoutMs: number
   readonly #maxInFlight: number
   readonly #retry: RetryOptions
   readonly #pollMs: number
-  readonly #userAgent: string
   readonly #now: () => number
   readonly #random: () => number
 
@@ -140,10 +73,15 @@ export class WebhookSender {
   #paused = false
   #closed = false
   #pumpScheduled = false
+  #pumping = false
+  #pumpAgain = false
+  #storeFailing = false
   #timer: NodeJS.Timeout | null = null
   #timerAt = Infinity
   #pollTimer: NodeJS.Timeout | null = null
   #failuresSinceSuccess = 0
+  /** Counts "retry everything now" requests, so a failure written concurrently can tell it missed one. */
+  #retryAllEpoch = 0
   #lastSuccessAt = 0
   // Set while closing: the streams that already had their attempt in the last pass.
   #closePass: Set<string> | null = null
@@ -152,49 +90,18 @@ export class WebhookSender {
   #closePromise: Promise<void> | null = null
 
   constructor (options: WebhookSenderOptions) {
-    let url: URL
-    try {
-      url = new URL(options.url)
-    } catch {
-      throw new ConfigError('WEBHOOK_URL', 'is not a valid URL; set it to the receiver, e.g. https://hooks.example.org/medstream')
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new ConfigError('WEBHOOK_URL', 'must be an http: or https: URL')
-    }
-    if (options.secrets.length === 0) {
-      throw new ConfigError('WEBHOOK_SECRET', 'is required with WEBHOOK_URL; set one whsec_… secret (several, space-separated, while rotating)')
-    }
-    this.#signers = options.secrets.map((secret, index) => {
-      if (!secret.startsWith('whsec_')) {
-        throw new ConfigError('WEBHOOK_SECRET', `secret #${index + 1} does not start with whsec_; use the base64 secret your receiver was given, prefixed whsec_`)
-      }
-      try {
-        return new Webhook(secret)
-      } catch {
-        throw new ConfigError('WEBHOOK_SECRET', `secret #${index + 1} is not valid base64 after whsec_`)
-      }
-    })
-    const retry = { ...RETRY_DEFAULTS, ...options.retry }
-    positive('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs)
+    const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs
+    positive('timeoutMs', timeoutMs)
     positive('maxInFlight', options.maxInFlight ?? DEFAULTS.maxInFlight)
     positive('pollMs', options.pollMs ?? DEFAULTS.pollMs)
-    positive('retry.initialMs', retry.initialMs)
-    positive('retry.maxDelayMs', retry.maxDelayMs)
-    positive('retry.maxAgeMs', retry.maxAgeMs)
-    positive('retry.retryAfterCapMs', retry.retryAfterCapMs)
-    if (!(retry.factor >= 1)) throw new RangeError(`retry.factor must be at least 1, got ${retry.factor}`)
-    if (!(retry.jitter >= 0 && retry.jitter <= 1)) throw new RangeError(`retry.jitter must be within 0–1, got ${retry.jitter}`)
-
-    this.#url = url.href
+    this.#retry = retryOptions(options.retry)
+    this.#now = options.now ?? Date.now
+    this.#http = new HttpAttempt({ url: options.url, secrets: options.secrets, timeoutMs, userAgent: `medstream/${options.version ?? pkg.version}`, now: this.#now })
     this.#outbox = options.outbox
     this.#metrics = options.metrics
     this.#logger = options.logger
-    this.#timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs
     this.#maxInFlight = options.maxInFlight ?? DEFAULTS.maxInFlight
-    this.#retry = retry
     this.#pollMs = options.pollMs ?? DEFAULTS.pollMs
-    this.#userAgent = `medstream/${options.version ?? pkg.version}`
-    this.#now = options.now ?? Date.now
     this.#random = options.random ?? Math.random
   }
 
@@ -210,17 +117,21 @@ export class WebhookSender {
 
   /**
    * Begins delivery: clears a pause left from an earlier run (a restart is one way to resume) and
-   * retries every waiting event at once.
+   * retries every waiting event at once. Resolves once the outbox has been read.
    */
-  start (): void {
+  async start (): Promise<void> {
     if (this.#started || this.#closePromise !== null) return
     this.#started = true
-    this.#outbox.resume()
-    this.#setPaused(false)
-    this.#outbox.retryAllNow(this.#now())
-    this.#refreshGauges()
-    this.#pollTimer = setInterval(() => this.#poll(), this.#pollMs)
+    this.#pollTimer = setInterval(() => { void this.#poll() }, this.#pollMs)
     this.#pollTimer.unref()
+    try {
+      await this.#outbox.resume()
+      this.#setPaused(false)
+      await this.#retryAllNow()
+      await this.#refreshGauges()
+    } catch (err) {
+      this.#onStoreError(err)
+    }
     this.#schedulePump()
   }
 
@@ -230,15 +141,16 @@ export class WebhookSender {
   }
 
   /** Lifts a 410 pause (also done by `npm run webhooks -- resume`, seen within `pollMs`). */
-  resume (): void {
-    this.#outbox.resume()
-    if (this.#paused) this.#onResumed()
+  async resume (): Promise<void> {
+    await this.#outbox.resume()
+    if (this.#paused) await this.#onResumed()
   }
 
   /**
    * Stops new work and makes one last pass: every waiting stream gets attempts until it is empty or
    * one fails, until `deadline` (epoch ms). At the deadline requests in flight are aborted. Whatever
-   * is left stays in the outbox for the next start. Idempotent; does not close the outbox.
+   * is left stays in the outbox for the next start (or another replica). Idempotent; does not close
+   * the outbox.
    */
   close (deadline: number): Promise<void> {
     if (this.#closePromise !== null) return this.#closePromise
@@ -253,15 +165,29 @@ export class WebhookSender {
     }, Math.max(0, deadline - this.#now()))
     this.#closePromise = new Promise<void>((resolve) => {
       this.#closeDone = resolve
-    }).then(() => {
+    }).then(async () => {
       this.#closed = true
       this.#clearTimer()
       clearTimeout(deadlineTimer)
-      this.#refreshGauges()
+      try {
+        await this.#refreshGauges()
+      } catch {
+        // The outbox may be unreachable at shutdown; the gauges die with the process.
+      }
     })
-    if (this.#started && !this.#paused) this.#outbox.retryAllNow(this.#now())
-    this.#pump()
+    void this.#closingPass()
     return this.#closePromise
+  }
+
+  async #closingPass (): Promise<void> {
+    if (this.#started && !this.#paused) {
+      try {
+        await this.#retryAllNow()
+      } catch (err) {
+        this.#onStoreError(err)
+      }
+    }
+    this.#pump()
   }
 
   #schedulePump (): void {
@@ -270,26 +196,66 @@ export class WebhookSender {
     setImmediate(() => this.#pump())
   }
 
+  /** One pass at a time: a wake during a pass runs another pass right after it. */
   #pump (): void {
     this.#pumpScheduled = false
-    if (this.#closed || !this.#started || this.#paused || this.#deadlinePassed) {
-      this.#maybeFinishClose()
+    if (this.#pumping) {
+      this.#pumpAgain = true
       return
     }
-    const now = this.#now()
-    if (this.#inFlight.size < this.#maxInFlight) {
-      for (const event of this.#outbox.due(now)) {
-        if (this.#inFlight.has(event.streamSid) || this.#closePass?.has(event.streamSid) === true) continue
-        this.#startAttempt(event)
-        if (this.#inFlight.size >= this.#maxInFlight) break
-      }
-    }
-    if (this.#closePass === null) this.#armTimer(now)
-    this.#maybeFinishClose()
+    this.#pumping = true
+    void this.#pumpLoop()
   }
 
-  #armTimer (now: number): void {
-    const next = this.#outbox.nextDueAt(now)
+  async #pumpLoop (): Promise<void> {
+    try {
+      do {
+        this.#pumpAgain = false
+        await this.#pumpOnce()
+      } while (this.#pumpAgain && !this.#closed)
+      if (this.#storeFailing) {
+        this.#storeFailing = false
+        this.#logger.info('webhook outbox reachable again')
+      }
+    } catch (err) {
+      this.#onStoreError(err)
+      if (this.#closePass === null && !this.#closed) this.#armTimerAt(this.#now() + STORE_RETRY_MS, this.#now())
+    } finally {
+      this.#pumping = false
+      this.#maybeFinishClose()
+    }
+  }
+
+  async #pumpOnce (): Promise<void> {
+    if (this.#closed || !this.#started || this.#paused || this.#deadlinePassed) return
+    const free = this.#maxInFlight - this.#inFlight.size
+    // The closing pass ignores backoff: every stream gets its turn. Made due on every pass rather
+    // than once, so an attempt whose failure is recorded while the pass runs still gets it.
+    if (this.#closePass !== null && free > 0) await this.#retryAllNow()
+    const now = this.#now()
+    if (free > 0) {
+      const exclude = new Set(this.#inFlight.keys())
+      for (const streamSid of this.#closePass ?? []) exclude.add(streamSid)
+      const due = await this.#outbox.claimDue(now, free, exclude)
+      for (const event of due) {
+        // A stream in flight keeps its lease until its attempt ends.
+        if (this.#inFlight.has(event.streamSid)) continue
+        if (this.#closePass?.has(event.streamSid) === true || this.#paused || this.#deadlinePassed) {
+          await this.#outbox.release(event.streamSid)
+          continue
+        }
+        this.#startAttempt(event)
+      }
+      // A full batch may mean more is due.
+      if (due.length >= free && this.#inFlight.size < this.#maxInFlight) this.#pumpAgain = true
+    }
+    if (this.#closePass === null) {
+      const next = await this.#outbox.nextDueAt(now)
+      this.#armTimerAt(next, now)
+    }
+  }
+
+  #armTimerAt (next: number | null, now: number): void {
     if (next === null) {
       this.#clearTimer()
       return
@@ -313,7 +279,7 @@ export class WebhookSender {
   }
 
   #maybeFinishClose (): void {
-    if (this.#closeDone === null || this.#inFlight.size > 0) return
+    if (this.#closeDone === null || this.#inFlight.size > 0 || this.#pumping || this.#pumpScheduled) return
     const done = this.#closeDone
     this.#closeDone = null
     done()
@@ -322,10 +288,15 @@ export class WebhookSender {
   #startAttempt (event: DueEvent): void {
     const controller = new AbortController()
     const inClosingPass = this.#closePass !== null
-    const done = this.#attempt(event, controller, inClosingPass)
+    const done = this.#attempt(event, controller.signal, inClosingPass)
       .catch((err: unknown) => {
-        // Only an outbox failure (disk full, database closed) lands here; the event stays pending.
-        this.#logger.error({ err, webhookId: event.id, callSid: event.callSid }, 'webhook outbox update failed')
+        // Only an outbox failure lands here (disk full, database unreachable): the event stays
+        // pending and is attempted again, so the receiver may see it twice (same webhook-id).
+        this.#logger.error({ err, webhookId: event.id, callSid: event.callSid, streamSid: event.streamSid }, 'webhook outbox update failed')
+      })
+      .then(() => this.#outbox.release(event.streamSid))
+      .catch(() => {
+        // An unreleased lease expires on its own.
       })
       .finally(() => {
         this.#inFlight.delete(event.streamSid)
@@ -335,131 +306,116 @@ export class WebhookSender {
     this.#inFlight.set(event.streamSid, { controller, done })
   }
 
-  async #attempt (event: DueEvent, controller: AbortController, inClosingPass: boolean): Promise<void> {
+  async #attempt (event: DueEvent, signal: AbortSignal, inClosingPass: boolean): Promise<void> {
     const attemptAt = this.#now()
     const started = performance.now()
-    const outcome = await this.#send(event, attemptAt, controller)
-    this.#metrics.webhookDelivery.observe((performance.now() - started) / 1000)
-    if (outcome.ok) {
-      this.#onSuccess(event)
-    } else {
-      this.#onFailure(event, outcome, attemptAt, inClosingPass)
-    }
-  }
-
-  async #send (event: DueEvent, attemptAt: number, controller: AbortController): Promise<Outcome> {
-    const timestamp = new Date(Math.floor(attemptAt / 1000) * 1000)
-    const signature = this.#signers.map((signer) => signer.sign(event.id, timestamp, event.body)).join(' ')
-    const timer = setTimeout(() => controller.abort(TIMEOUT), this.#timeoutMs)
+    let failure: DeliveryError | null = null
     try {
-      const response = await fetch(this.#url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': this.#userAgent,
-          'webhook-id': event.id,
-          'webhook-timestamp': String(timestamp.getTime() / 1000),
-          'webhook-signature': signature
-        },
-        // The stored serialization, byte for byte: the signature covers exactly these bytes.
-        body: event.body,
-        redirect: 'manual',
-        signal: controller.signal
-      })
-      await drain(response.body)
-      const status = response.status
-      if (status >= 200 && status < 300) return { ok: true, status }
-      return {
-        ok: false,
-        status,
-        reason: status >= 300 && status < 400 ? 'redirect' : 'status',
-        retryAfterMs: parseRetryAfterMs(response.headers.get('retry-after'), this.#now())
-      }
+      await this.#http.send(event, attemptAt, signal)
     } catch (err) {
-      let reason: string
-      if (controller.signal.aborted) {
-        reason = controller.signal.reason === SHUTDOWN ? 'shutdown' : 'timeout'
-      } else {
-        reason = `network:${networkCode(err)}`
-      }
-      return { ok: false, status: null, reason, retryAfterMs: null }
-    } finally {
-      clearTimeout(timer)
+      failure = err instanceof DeliveryError ? err : new DeliveryError('webhook attempt failed', { reason: 'network:unknown', cause: err })
     }
+    this.#metrics.webhookDelivery.observe((performance.now() - started) / 1000)
+    if (failure === null) await this.#onSuccess(event)
+    else await this.#onFailure(event, failure, attemptAt, inClosingPass)
   }
 
-  #onSuccess (event: DueEvent): void {
+  async #onSuccess (event: DueEvent): Promise<void> {
     const now = this.#now()
-    this.#outbox.markDelivered(event.id, event.streamSid, now)
     this.#metrics.webhookDeliveries.inc({ result: 'success' })
+    // The endpoint's state changes when the answer arrives, not when the outbox has recorded it.
+    const recovered = this.#failuresSinceSuccess > 0
+    const sinceLastSuccess = now - this.#lastSuccessAt
+    this.#failuresSinceSuccess = 0
+    this.#lastSuccessAt = now
+    await this.#outbox.markDelivered(event.id, event.streamSid, now)
     this.#logger.debug({ webhookId: event.id, callSid: event.callSid, attempts: event.attempts + 1 }, 'webhook delivered')
-    if (this.#failuresSinceSuccess > 0) {
-      this.#logger.info({ failedAttempts: this.#failuresSinceSuccess }, 'webhook endpoint recovered')
+    if (recovered) {
+      this.#logger.info('webhook endpoint recovered')
       // Recovery after an outage: everything waiting goes now rather than at its backoff time.
       // Only when no success came for a while, so one poison event amid healthy traffic keeps its
       // backoff instead of being retried after every other delivery.
-      if (now - this.#lastSuccessAt >= this.#retry.initialMs && this.#closePass === null) this.#outbox.retryAllNow(now)
+      if (sinceLastSuccess >= this.#retry.initialMs && this.#closePass === null) await this.#retryAllNow()
     }
-    this.#failuresSinceSuccess = 0
-    this.#lastSuccessAt = now
   }
 
-  #onFailure (event: DueEvent, outcome: Extract<Outcome, { ok: false }>, attemptAt: number, inClosingPass: boolean): void {
+  async #onFailure (event: DueEvent, error: DeliveryError, attemptAt: number, inClosingPass: boolean): Promise<void> {
     const now = this.#now()
     const attempts = event.attempts + 1
-    const failure: FailureRecord = { at: attemptAt, status: outcome.status, reason: outcome.reason }
-    const fields = { webhookId: event.id, callSid: event.callSid, status: outcome.status, reason: outcome.reason, attempts }
+    const failure: FailureRecord = { at: attemptAt, status: error.status, reason: error.reason }
+    const fields = { webhookId: event.id, callSid: event.callSid, status: error.status, reason: error.reason, attempts }
     if (inClosingPass) this.#closePass?.add(event.streamSid)
-    if (outcome.reason === 'shutdown') {
+    if (error.reason === 'shutdown') {
       // Cut off by the drain deadline, not the receiver's fault: due again at the next start.
-      this.#outbox.markFailed(event.id, failure, now)
+      await this.#outbox.markFailed(event.id, failure, now)
       return
     }
     if (this.#failuresSinceSuccess++ === 0) this.#logger.warn(fields, 'webhook endpoint failing; retrying with backoff')
 
-    if (outcome.status === 410) {
-      this.#outbox.markFailed(event.id, failure, now)
+    if (!error.retryable) {
+      // 410 Gone: the endpoint asked us to stop. Every replica sees the pause through the outbox.
       this.#metrics.webhookDeliveries.inc({ result: 'retry' })
+      await this.#outbox.markFailed(event.id, failure, now)
       if (!this.#paused) {
-        this.#outbox.pause(410, now)
         this.#setPaused(true)
+        await this.#outbox.pause(error.status ?? 410, now)
         this.#logger.error(fields, 'webhook endpoint answered 410 Gone; delivery paused, events kept; run `npm run webhooks -- resume` or restart to resume')
       }
       return
     }
-    if (now - event.queuedAt >= this.#retry.maxAgeMs) {
-      this.#outbox.markDead(event.id, event.streamSid, failure)
+    const epoch = this.#retryAllEpoch
+    const decision = decideRetry(event, error.retryAfterMs, now, this.#retry, this.#random)
+    if (decision.action === 'dead') {
       this.#metrics.webhookDeliveries.inc({ result: 'dead' })
+      await this.#outbox.markDead(event.id, event.streamSid, failure)
       this.#logger.error(fields, 'webhook event dead-lettered after its retry window; its stream goes on; see `npm run webhooks -- list`')
       return
     }
-    const delayMs = nextDelayMs(attempts, outcome.retryAfterMs, this.#retry, this.#random)
-    const notBefore = outcome.retryAfterMs === null ? null : now + Math.min(outcome.retryAfterMs, this.#retry.retryAfterCapMs)
-    // The last attempt falls at the end of the window rather than after it. An attempt begun before
-    // close() still leaves its stream a turn in the closing pass.
+    // An attempt begun before close() still leaves its stream a turn in the closing pass.
     const nextAttemptAt = this.#closePass !== null && !inClosingPass
-      ? Math.max(now, notBefore ?? 0)
-      : Math.min(now + delayMs, event.queuedAt + this.#retry.maxAgeMs)
-    this.#outbox.markFailed(event.id, failure, nextAttemptAt, notBefore)
+      ? Math.max(now, decision.notBefore ?? 0)
+      : decision.nextAttemptAt
     this.#metrics.webhookDeliveries.inc({ result: 'retry' })
+    await this.#outbox.markFailed(event.id, failure, nextAttemptAt, decision.notBefore)
+    // With an asynchronous outbox, a "retry everything now" (recovery, resume, the closing pass) may
+    // have run while this write was on its way and been overwritten by it: repeat it.
+    if (this.#retryAllEpoch !== epoch && nextAttemptAt > now) await this.#retryAllNow()
     this.#logger.debug({ ...fields, delayMs: nextAttemptAt - now }, 'webhook attempt failed')
   }
 
-  #poll (): void {
+  async #poll (): Promise<void> {
     try {
-      this.#refreshGauges()
-      if (this.#paused && this.#outbox.pauseState() === null) this.#onResumed()
-      // Picks up events an operator replayed from another process.
+      await this.#refreshGauges()
+      const pause = await this.#outbox.pauseState()
+      if (this.#paused && pause === null) {
+        await this.#onResumed()
+      } else if (!this.#paused && pause !== null) {
+        // Another replica met the 410: the endpoint is paused for the whole fleet.
+        this.#setPaused(true)
+        this.#logger.warn({ status: pause.status }, 'webhook delivery paused by another process after a 410 Gone')
+      }
+      // Picks up events an operator replayed, or other replicas left behind.
       this.#schedulePump()
     } catch (err) {
-      this.#logger.error({ err }, 'webhook outbox poll failed')
+      this.#onStoreError(err)
     }
   }
 
-  #onResumed (): void {
+  async #onResumed (): Promise<void> {
     this.#setPaused(false)
-    this.#logger.info({ retried: this.#outbox.retryAllNow(this.#now()) }, 'webhook delivery resumed')
+    this.#logger.info({ retried: await this.#retryAllNow() }, 'webhook delivery resumed')
     this.#schedulePump()
+  }
+
+  #retryAllNow (): Awaitable<number> {
+    this.#retryAllEpoch++
+    return this.#outbox.retryAllNow(this.#now())
+  }
+
+  #onStoreError (err: unknown): void {
+    if (this.#storeFailing) return
+    this.#storeFailing = true
+    this.#logger.error({ err }, 'webhook outbox unreachable; delivery waits and retries')
   }
 
   #setPaused (paused: boolean): void {
@@ -467,37 +423,12 @@ export class WebhookSender {
     this.#metrics.webhookEndpointPaused?.set(paused ? 1 : 0)
   }
 
-  #refreshGauges (): void {
+  async #refreshGauges (): Promise<void> {
     if (this.#outbox.closed) return
-    const counts = this.#outbox.counts()
+    const counts = await this.#outbox.counts()
     this.#metrics.webhookOutboxEvents.set({ state: 'pending' }, counts.pending)
     this.#metrics.webhookOutboxEvents.set({ state: 'dead' }, counts.dead)
-    const oldest = this.#outbox.oldestPendingCreatedAt()
+    const oldest = await this.#outbox.oldestPendingCreatedAt()
     this.#metrics.webhookOutboxOldestAge.set(oldest === null ? 0 : Math.max(0, this.#now() - oldest) / 1000)
   }
-}
-
-function positive (name: string, value: number): void {
-  if (!(Number.isFinite(value) && value > 0)) throw new RangeError(`${name} must be a positive number of the documented unit, got ${value}`)
-}
-
-/** Reads a short response so the connection can be reused; stops at 64 KiB. */
-async function drain (body: ReadableStream<Uint8Array> | null): Promise<void> {
-  if (body === null) return
-  let bytes = 0
-  for await (const chunk of body) {
-    bytes += chunk.byteLength
-    if (bytes > MAX_RESPONSE_BYTES) break
-  }
-}
-
-/** A stable code for a network failure (ECONNREFUSED, UND_ERR_SOCKET, …), never a URL. */
-function networkCode (err: unknown): string {
-  let current: unknown = err
-  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
-    const code = (current as { code?: unknown }).code
-    if (typeof code === 'string') return code
-    current = current.cause
-  }
-  return 'unknown'
 }

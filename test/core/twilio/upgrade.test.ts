@@ -39,3 +39,14 @@ test('admitUpgrade accepts any header and counts no form when the signature chec
   assert.deepEqual(admitUpgrade(undefined, null, calls, metrics), { accept: true })
   for (const form of ['wss', 'wss_slash', 'https', 'https_slash']) assert.equal(await counter(metrics.upgradeSignatures, { form }), 0)
 })
+
+test('admitUpgrade refuses with 503 outbox_unavailable after capacity when the event sink takes no new calls', async (t) => {
+  const metrics = testMetrics()
+  const calls = new CallRegistry({ maxCalls: 1, metrics })
+  t.after(() => calls.close())
+  assert.deepEqual(admitUpgrade(signed, signatures, calls, metrics, { accepting: true }), { accept: true })
+  assert.deepEqual(admitUpgrade(signed, signatures, calls, metrics, { accepting: false }), { accept: false, status: 503, reason: 'outbox_unavailable' })
+  calls.reserve()
+  assert.deepEqual(admitUpgrade(signed, signatures, calls, metrics, { accepting: false }), { accept: false, status: 503, reason: 'capacity' }, 'capacity is checked first')
+  assert.deepEqual([await counter(metrics.streamRejections, { reason: 'outbox_unavailable' }), await counter(metrics.streamRejections, { reason: 'capacity' })], [1, 1])
+})

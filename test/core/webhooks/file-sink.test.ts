@@ -1,11 +1,17 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, rmSync, statSync, readdirSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import { Registry } from 'prom-client'
+import { createMetrics } from '../../../src/core/metrics.ts'
 import { FileSink } from '../../../src/core/webhooks/file-sink.ts'
 import { MedstreamError } from '../../../src/core/errors.ts'
-import { callSid, testEvent } from './receiver.ts'
+import { callSid, lostValue, streamSid, testEvent } from './receiver.ts'
+
+const quiet = { metrics: createMetrics(new Registry(), 'test'), logger: pino({ level: 'silent' }) }
 
 function tempDir (t: { after: (fn: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'medstream-file-sink-'))
@@ -15,7 +21,7 @@ function tempDir (t: { after: (fn: () => void) => void }): string {
 
 test('file sink appends each body and a newline to the call file with mode 0600 when publishing', async (t) => {
   const dataDir = tempDir(t)
-  const sink = new FileSink({ dataDir })
+  const sink = new FileSink({ dataDir, ...quiet })
   const events = [testEvent(1, 1, 'call.started'), testEvent(1, 2), testEvent(2, 1, 'call.started')]
   for (const event of events) sink.publish(event)
   await sink.close(Date.now())
@@ -29,7 +35,7 @@ test('file sink appends each body and a newline to the call file with mode 0600 
 
 test('file sink refuses a call sid that could escape the directory when publishing', (t) => {
   const dataDir = tempDir(t)
-  const sink = new FileSink({ dataDir })
+  const sink = new FileSink({ dataDir, ...quiet })
   for (const bad of ['../../etc/passwd', 'CA' + '0'.repeat(31) + '/', '', 'CA' + 'g'.repeat(32), `${callSid(1)}.jsonl`]) {
     const event = { ...testEvent(1, 1), callSid: bad }
     assert.throws(() => sink.publish(event), (err: unknown) => err instanceof MedstreamError && err.code === 'MS_ERR_INVALID_CALL_SID' && !err.message.includes(bad === '' ? '\0' : bad))
@@ -38,7 +44,31 @@ test('file sink refuses a call sid that could escape the directory when publishi
 })
 
 test('file sink refuses events when closed', async (t) => {
-  const sink = new FileSink({ dataDir: tempDir(t) })
+  const sink = new FileSink({ dataDir: tempDir(t), ...quiet })
   await sink.close(Date.now())
   assert.throws(() => sink.publish(testEvent(1, 1)), { code: 'MS_ERR_SINK_CLOSED' })
+})
+
+test('file sink counts and logs an event it cannot write when the call file cannot be opened', async (t) => {
+  const dataDir = tempDir(t)
+  const lines: string[] = []
+  const logger = pino({ level: 'info' }, new Writable({ write (chunk, _encoding, done) { lines.push(String(chunk)); done() } }))
+  const metrics = createMetrics(new Registry(), 'test')
+  const sink = new FileSink({ dataDir, metrics, logger })
+  // A directory where the call's file should be: the open fails as it would on a full or broken disk
+  // (and, unlike a read-only directory, also for root, which CI runs as).
+  mkdirSync(join(dataDir, 'transcripts', `${callSid(1)}.jsonl`))
+  const event = testEvent(1, 2)
+  const other = testEvent(2, 1)
+  sink.publish(event)
+  sink.publish(other)
+  await sink.close(Date.now())
+
+  assert.equal(await lostValue(metrics, 'store_failed'), 1)
+  assert.equal(await lostValue(metrics, 'buffer_full'), 0)
+  const logged = lines.map((line) => JSON.parse(line) as Record<string, unknown>)
+  assert.equal(logged.length, 1)
+  assert.deepEqual([logged[0]?.webhookId, logged[0]?.callSid, logged[0]?.streamSid, logged[0]?.sequence, logged[0]?.reason], [event.id, callSid(1), streamSid(1), 2, 'store_failed'])
+  assert.doesNotMatch(lines.join(''), /metoprolol/, 'never the body')
+  assert.equal(readFileSync(join(dataDir, 'transcripts', `${callSid(2)}.jsonl`), 'utf8'), `${other.body}\n`, 'other calls go on')
 })

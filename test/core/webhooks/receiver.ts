@@ -1,44 +1,29 @@
+import { after } from 'node:test'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:http'
-import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
-import { Webhook } from 'standardwebhooks'
+import { createWebhookReceiver, listenWebhookReceiver } from '../../../scripts/webhook-receiver.ts'
+import type { ReceivedAttempt, Reply } from '../../../scripts/webhook-receiver.ts'
 import { serializeEvent } from '../../../src/core/webhooks/events.ts'
 import type { OutgoingEvent, TranscriptTurnData } from '../../../src/core/webhooks/events.ts'
+import { Outbox } from '../../../src/core/webhooks/outbox.ts'
+import type { OutboxStore } from '../../../src/core/webhooks/outbox-store.ts'
+import { PostgresOutbox } from '../../../src/core/webhooks/postgres-outbox.ts'
 import { WebhookSink } from '../../../src/core/webhooks/webhook-sink.ts'
 import type { WebhookSinkOptions } from '../../../src/core/webhooks/webhook-sink.ts'
 import { createMetrics } from '../../../src/core/metrics.ts'
 import type { Metrics } from '../../../src/core/metrics.ts'
+import { startPostgres } from '../../helpers/postgres.ts'
+import type { PostgresCluster } from '../../helpers/postgres.ts'
+
+export type { ReceivedAttempt, Reply } from '../../../scripts/webhook-receiver.ts'
 
 /** A test secret pair: `whsec_` + base64 of 24 fixed bytes. */
 export const SECRET_OLD = 'whsec_' + Buffer.alloc(24, 1).toString('base64')
 export const SECRET_NEW = 'whsec_' + Buffer.alloc(24, 2).toString('base64')
-
-export interface ReceivedAttempt {
-  path: string
-  id: string
-  timestamp: string
-  signature: string
-  body: string
-  userAgent: string
-  contentType: string
-  /** True when the signature verified with every secret the receiver knows. */
-  verified: boolean
-  /** performance.now() when the request ended. */
-  at: number
-  status: number | 'hang'
-}
-
-export interface Reply {
-  status: number | 'hang'
-  headers?: Record<string, string>
-  /** Answer after this long. */
-  delayMs?: number
-}
 
 export interface Delivered {
   id: string
@@ -49,9 +34,9 @@ export interface Delivered {
 }
 
 /**
- * A real webhook receiver on 127.0.0.1: verifies every attempt with `standardwebhooks` against the
- * secrets it knows, then answers what `reply` says. Accepted events go through a de-duplication layer
- * keyed by `webhook-id`, as the README tells receivers to do.
+ * The receiver of scripts/webhook-receiver.ts on 127.0.0.1, scripted per attempt through `reply`,
+ * with every attempt recorded. Accepted events go through its de-duplication by `webhook-id`, as the
+ * README tells receivers to do.
  */
 export class Receiver {
   readonly attempts: ReceivedAttempt[] = []
@@ -63,22 +48,32 @@ export class Receiver {
   maxConcurrent = 0
   reply: (attempt: ReceivedAttempt) => Reply = () => ({ status: 200 })
   url = ''
-  readonly #verifiers: Webhook[]
-  readonly #seen = new Set<string>()
-  readonly #server = createServer((req, res) => { this.#handle(req, res) })
+  readonly #server: Server
   readonly #waiters: Array<() => void> = []
-
-  readonly #verify: boolean
 
   /** `verify: false` only where a test moves the sender's clock a day ahead (signatures would be "too new"). */
   constructor (secrets: string[] = [SECRET_OLD], options: { verify?: boolean } = {}) {
-    this.#verifiers = secrets.map((secret) => new Webhook(secret))
-    this.#verify = options.verify ?? true
+    this.#server = createWebhookReceiver({
+      secrets,
+      verify: options.verify ?? true,
+      reply: (attempt) => this.reply(attempt),
+      onAttempt: (attempt) => { this.attempts.push(attempt); this.#wake() },
+      onEvent: (event) => {
+        this.delivered.push({ id: event.id, callSid: event.callSid, streamSid: event.streamSid, sequence: event.sequence, type: event.type })
+        this.#wake()
+      },
+      onDuplicate: () => { this.duplicates++ }
+    })
+    this.#server.on('request', (_req, res) => {
+      this.concurrent++
+      this.maxConcurrent = Math.max(this.maxConcurrent, this.concurrent)
+      res.on('close', () => { this.concurrent--; this.#wake() })
+    })
   }
 
   async listen (): Promise<this> {
-    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve))
-    this.url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}/hooks?tenant=t1`
+    const { port } = await listenWebhookReceiver(this.#server)
+    this.url = `http://127.0.0.1:${port}/hooks?tenant=t1`
     return this
   }
 
@@ -97,80 +92,20 @@ export class Receiver {
   }
 
   /** Resolves once `predicate` holds; rejects after `timeoutMs`. */
-  async waitFor (predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+  async waitFor (predicate: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
     const deadline = performance.now() + timeoutMs
-    while (!predicate()) {
+    while (!(await predicate())) {
       const left = deadline - performance.now()
       if (left <= 0) throw new Error(`receiver condition not met within ${timeoutMs} ms (${this.attempts.length} attempts, ${this.delivered.length} delivered)`)
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(left, 200))
+        const timer = setTimeout(resolve, Math.min(left, 100))
         this.#waiters.push(() => { clearTimeout(timer); resolve() })
       })
     }
   }
 
-  #handle (req: IncomingMessage, res: ServerResponse): void {
-    this.concurrent++
-    this.maxConcurrent = Math.max(this.maxConcurrent, this.concurrent)
-    const chunks: Buffer[] = []
-    req.on('data', (chunk: Buffer) => chunks.push(chunk))
-    res.on('close', () => { this.concurrent-- })
-    req.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8')
-      const headers = {
-        'webhook-id': String(req.headers['webhook-id'] ?? ''),
-        'webhook-timestamp': String(req.headers['webhook-timestamp'] ?? ''),
-        'webhook-signature': String(req.headers['webhook-signature'] ?? '')
-      }
-      let verified = this.#verifiers.length > 0
-      for (const verifier of this.#verify ? this.#verifiers : []) {
-        try {
-          verifier.verify(body, headers)
-        } catch {
-          verified = false
-        }
-      }
-      const attempt: ReceivedAttempt = {
-        path: req.url ?? '',
-        id: headers['webhook-id'],
-        timestamp: headers['webhook-timestamp'],
-        signature: headers['webhook-signature'],
-        body,
-        userAgent: String(req.headers['user-agent'] ?? ''),
-        contentType: String(req.headers['content-type'] ?? ''),
-        verified,
-        at: performance.now(),
-        status: 500
-      }
-      const reply: Reply = verified ? this.reply(attempt) : { status: 401 }
-      attempt.status = reply.status
-      this.attempts.push(attempt)
-      this.#wake()
-      const status = reply.status
-      if (status === 'hang') return
-      const answer = (): void => {
-        if (res.destroyed) return
-        if (status >= 200 && status < 300) this.#accept(attempt)
-        res.writeHead(status, reply.headers).end('{"ok":true}')
-        this.#wake()
-      }
-      if (reply.delayMs === undefined) answer()
-      else setTimeout(answer, reply.delayMs)
-    })
-  }
-
   #wake (): void {
     for (const wake of this.#waiters.splice(0)) wake()
-  }
-
-  #accept (attempt: ReceivedAttempt): void {
-    if (this.#seen.has(attempt.id)) {
-      this.duplicates++
-      return
-    }
-    this.#seen.add(attempt.id)
-    const { type, data } = JSON.parse(attempt.body) as { type: string, data: { call_sid: string, stream_sid: string, sequence: number } }
-    this.delivered.push({ id: attempt.id, callSid: data.call_sid, streamSid: data.stream_sid, sequence: data.sequence, type })
   }
 }
 
@@ -188,41 +123,88 @@ export function testEvent (n: number, sequence: number, type: OutgoingEvent['typ
   return serializeEvent(type, { call_sid: callSid(n), stream_sid: streamSid(n), sequence, text: `I take metoprolol, ${sequence * 25} milligrams twice a day.` } as TranscriptTurnData)
 }
 
+export type Backend = 'sqlite' | 'postgres'
+/** The delivery contract holds on both outbox backends: the tests run once per backend. */
+export const BACKENDS: readonly Backend[] = ['sqlite', 'postgres']
+
+/** Where an outbox lives: a DATA_DIR (SQLite) or a database of the shared test cluster. */
+export interface Location {
+  backend: Backend
+  dataDir: string
+  databaseUrl: string | null
+}
+
+let cluster: Promise<PostgresCluster> | null = null
+let databases = 0
+// Registered at the file's top level, so it runs once the whole file is done.
+after(async () => { if (cluster !== null) await (await cluster).destroy() })
+
+/** One throwaway PostgreSQL cluster per test file, started on first use. */
+export function sharedCluster (): Promise<PostgresCluster> {
+  cluster ??= startPostgres()
+  return cluster
+}
+
+/** A fresh, empty outbox location of `backend`, removed after the test. */
+export async function newLocation (t: { after: (fn: () => Promise<void> | void) => void }, backend: Backend): Promise<Location> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'medstream-webhooks-'))
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }))
+  if (backend === 'sqlite') return { backend, dataDir, databaseUrl: null }
+  const pg = await sharedCluster()
+  const databaseUrl = await pg.createDatabase(`outbox_${process.pid}_${++databases}`)
+  return { backend, dataDir, databaseUrl }
+}
+
+/** A second handle on the same outbox, as the operator command opens it (schema migrated). */
+export async function openStore (t: { after: (fn: () => Promise<void> | void) => void }, location: Location): Promise<OutboxStore> {
+  if (location.databaseUrl === null) {
+    const outbox = new Outbox(Outbox.pathIn(location.dataDir))
+    t.after(() => outbox.close())
+    return outbox
+  }
+  const outbox = new PostgresOutbox({ url: location.databaseUrl, logger: pino({ level: 'silent' }) })
+  t.after(() => outbox.close())
+  await outbox.migrate()
+  return outbox
+}
+
 export interface TestSink {
   sink: WebhookSink
   metrics: Metrics
-  dataDir: string
+  location: Location
 }
 
 /**
- * A started WebhookSink in a fresh DATA_DIR (or the given one) delivering to `url`, with retry waits
- * shrunk so tests run in milliseconds; closed and removed after the test.
+ * A started WebhookSink on `location` delivering to `url`, with retry waits shrunk so tests run in
+ * milliseconds; closed after the test.
  */
-export function startSink (t: { after: (fn: () => Promise<void> | void) => void }, url: string, options: Partial<WebhookSinkOptions> = {}): TestSink {
-  const ownDir = options.dataDir === undefined
-  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'medstream-webhooks-'))
+export async function startSink (t: { after: (fn: () => Promise<void> | void) => void }, url: string, location: Location, options: Partial<WebhookSinkOptions> = {}): Promise<TestSink> {
   const metrics = createMetrics(new Registry(), 'test')
   // options.metrics, when given, replaces these (e.g. to add the optional paused gauge).
   const sink = new WebhookSink({
     url,
     secrets: [SECRET_OLD],
     metrics,
-    logger: pino({ level: 'silent' }),
+    logger: pino({ level: process.env.TEST_LOG ?? 'silent' }),
     timeoutMs: 2000,
     pollMs: 100,
+    databaseUrl: location.databaseUrl,
     ...options,
+    postgres: { leaseMs: 3000, ...options.postgres },
     retry: { initialMs: 20, maxDelayMs: 100, ...options.retry },
-    dataDir
+    dataDir: location.dataDir
   })
-  t.after(async () => {
-    await sink.close(Date.now())
-    if (ownDir) rmSync(dataDir, { recursive: true, force: true })
-  })
-  sink.start()
-  return { sink, metrics, dataDir }
+  t.after(async () => { await sink.close(Date.now()) })
+  await sink.start()
+  return { sink, metrics, location }
 }
 
 export async function counterValue (metrics: Metrics, result: 'success' | 'retry' | 'dead'): Promise<number> {
   const { values } = await metrics.webhookDeliveries.get()
   return values.find((value) => value.labels.result === result)?.value ?? 0
+}
+
+export async function lostValue (metrics: Metrics, reason: 'store_failed' | 'buffer_full' | 'shutdown'): Promise<number> {
+  const { values } = await metrics.eventsLost.get()
+  return values.find((value) => value.labels.reason === reason)?.value ?? 0
 }

@@ -36,18 +36,21 @@ test('webhook sink delivers every event published before a SIGKILL when restarte
       // Killed mid-stream: some calls are part-way through their events.
       if (reported.length >= 50) {
         clearTimeout(timer)
-        child.kill('SIGKILL')
         resolve()
       }
     })
   })
+  // Once the receiver has started refusing, so the kill finds events in backoff too (on a loaded
+  // machine the first 50 may be published before the fifth attempt).
+  await receiver.waitFor(() => receiver.attempts.some((attempt) => attempt.status === 503), 10_000)
+  child.kill('SIGKILL')
   assert.equal(await exited, 'SIGKILL')
   assert.ok(receiver.attempts.some((attempt) => attempt.status === 503), 'the first process met a failing receiver')
 
   receiver.reply = () => ({ status: 200 })
-  const { sink } = startSink(t, receiver.url, { dataDir })
+  const { sink } = await startSink(t, receiver.url, { backend: 'sqlite', dataDir, databaseUrl: null })
   await receiver.waitFor(() => reported.every((id) => receiver.delivered.some((event) => event.id === id)), 15_000)
-  await receiver.waitFor(() => sink.outbox.counts().pending === 0)
+  await receiver.waitFor(async () => (await sink.outbox.counts()).pending === 0)
 
   const ids = new Set(receiver.delivered.map((event) => event.id))
   assert.equal(ids.size, receiver.delivered.length, 'each webhook-id accepted once by the de-duplicating receiver')
@@ -58,5 +61,5 @@ test('webhook sink delivers every event published before a SIGKILL when restarte
     assert.ok(sequences.length >= reportedOfCall, `call ${call}: ${sequences.length} delivered, ${reportedOfCall} reported published`)
   }
   assert.ok(receiver.attempts.every((attempt) => attempt.verified))
-  assert.deepEqual(sink.outbox.counts(), { pending: 0, dead: 0 })
+  assert.deepEqual(await sink.outbox.counts(), { pending: 0, dead: 0 })
 })

@@ -1,0 +1,61 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { DeliveryError } from '../../../src/core/errors.ts'
+import { HttpAttempt, SHUTDOWN } from '../../../src/core/webhooks/http-attempt.ts'
+import { freePort } from '../../helpers/net.ts'
+import { Receiver, SECRET_OLD } from './receiver.ts'
+
+const event = { id: 'MZ00000000000000000000000000000001-1', body: '{"type":"call.started","timestamp":"2026-11-24T15:02:11.204Z","data":{}}' }
+
+async function failure (attempt: HttpAttempt, signal: AbortSignal = new AbortController().signal): Promise<DeliveryError> {
+  try {
+    await attempt.send(event, Date.now(), signal)
+  } catch (err) {
+    assert.ok(err instanceof DeliveryError, `expected a DeliveryError, got ${String(err)}`)
+    return err
+  }
+  assert.fail('expected the attempt to fail')
+}
+
+test('http attempt resolves with the status when the receiver answers 2xx', async (t) => {
+  const receiver = await new Receiver().listen()
+  t.after(() => receiver.close())
+  const attempt = new HttpAttempt({ url: receiver.url, secrets: [SECRET_OLD], timeoutMs: 2000, userAgent: 'medstream/test' })
+  assert.equal(await attempt.send(event, Date.now(), new AbortController().signal), 200)
+  assert.equal(receiver.attempts[0]?.verified, true)
+})
+
+test('http attempt throws a DeliveryError saying whether a retry can help when the receiver refuses', async (t) => {
+  const receiver = await new Receiver().listen()
+  t.after(() => receiver.close())
+  const attempt = new HttpAttempt({ url: receiver.url, secrets: [SECRET_OLD], timeoutMs: 2000, userAgent: 'medstream/test' })
+
+  receiver.reply = () => ({ status: 503, headers: { 'retry-after': '2' } })
+  const unavailable = await failure(attempt)
+  assert.deepEqual([unavailable.code, unavailable.status, unavailable.reason, unavailable.retryAfterMs, unavailable.retryable], ['MS_ERR_DELIVERY', 503, 'status', 2000, true])
+
+  receiver.reply = () => ({ status: 410 })
+  const gone = await failure(attempt)
+  assert.deepEqual([gone.status, gone.retryable], [410, false], '410 pauses rather than retries')
+
+  receiver.reply = () => ({ status: 307, headers: { location: '/elsewhere' } })
+  assert.equal((await failure(attempt)).reason, 'redirect')
+
+  receiver.reply = () => ({ status: 'hang' })
+  const slow = new HttpAttempt({ url: receiver.url, secrets: [SECRET_OLD], timeoutMs: 100, userAgent: 'medstream/test' })
+  assert.deepEqual([(await failure(slow)).reason, (await failure(slow)).status], ['timeout', null])
+
+  const controller = new AbortController()
+  const cut = failure(attempt, controller.signal)
+  setTimeout(() => controller.abort(SHUTDOWN), 50)
+  assert.equal((await cut).reason, 'shutdown')
+})
+
+test('http attempt names a network failure by its code, never the URL, when nothing listens', async () => {
+  const port = await freePort()
+  const attempt = new HttpAttempt({ url: `http://127.0.0.1:${port}/secret-path`, secrets: [SECRET_OLD], timeoutMs: 2000, userAgent: 'medstream/test' })
+  const refused = await failure(attempt)
+  assert.equal(refused.reason, 'network:ECONNREFUSED')
+  assert.equal(refused.retryable, true)
+  assert.doesNotMatch(refused.message, /secret-path/)
+})
