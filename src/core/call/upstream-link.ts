@@ -165,6 +165,10 @@ export class UpstreamLink {
       this.#finalizeSummary(state)
       state.session.close()
     }
+    // The socket is closed or destroyed: nothing it still queued will be written, so every chunk
+    // can go back.
+    const pool = this.#options.chunkPool
+    if (pool !== undefined) for (const pending of this.#chunks) pool.release(pending.chunk)
     this.#chunks.length = 0
   }
 
@@ -251,10 +255,16 @@ export class UpstreamLink {
     if (drop === 0) return
     const pool = this.#options.chunkPool
     if (pool !== undefined) {
-      // A chunk sent to the current session may still wait in its socket's queue: only once that
-      // queue is empty can none of them be read again. Earlier sessions' sockets are closed.
-      const from = (this.#current?.session.bufferedAmount ?? 0) === 0 ? 0 : Math.min(drop, this.#nextToSend)
-      for (let i = from; i < drop; i++) pool.release((chunks[i] as PendingChunk).chunk)
+      // A chunk sent to the current session may still wait in its socket's queue, which holds the
+      // newest bufferedAmount bytes sent (a TLS write completes on the next tick): a sent chunk goes
+      // back only when at least that many bytes of audio were sent after it. Unsent chunks, and
+      // those sent to earlier sessions (whose sockets are closed), go back at once.
+      const queued = this.#current?.session.bufferedAmount ?? 0
+      let left = this.#nextToSend
+      for (let after = 0; left > 0 && after < queued; after += (chunks[left] as PendingChunk).chunk.length) left--
+      for (let i = 0; i < drop; i++) {
+        if (i < left || i >= this.#nextToSend) pool.release((chunks[i] as PendingChunk).chunk)
+      }
     }
     chunks.splice(0, drop)
     this.#nextToSend = Math.max(0, this.#nextToSend - drop)

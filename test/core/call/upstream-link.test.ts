@@ -123,7 +123,7 @@ test('UpstreamLink passes its logger to the session when the server never answer
   assert.ok(lines.some((line) => line.level === 'debug' && line.message === 'AssemblyAI session closed'), 'lifecycle lines reach it too')
 })
 
-test('UpstreamLink hands chunks back to its pool only once the replay bound or a final turn retires them', async (t) => {
+test('UpstreamLink hands chunks back to its pool only once the replay bound, a final turn or the end of the call retires them', async (t) => {
   const fake = await startFakeAssemblyAi({
     apiKeys: [API_KEY],
     faults: (index) => (index < 1 ? { rejectWith: { code: 3009, error: 'Unauthorized Connection: Too many concurrent sessions' } } : {})
@@ -156,6 +156,7 @@ test('UpstreamLink hands chunks back to its pool only once the replay bound or a
   link.markFinal(25 * 400)
   assert.equal(pool.size, 15, 'the chunks wholly before the final turn\'s end came back')
   await link.finish(3000)
+  assert.equal(pool.size, 20, 'the rest came back once the session had ended')
   const received = new Int16Array(fake.sessions[1]!.audio.buffer, fake.sessions[1]!.audio.byteOffset, fake.sessions[1]!.audio.length / 2)
   assert.equal(received[0], 11, 'the session got the kept audio intact')
   assert.equal(received.at(-1), 30)
