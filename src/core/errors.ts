@@ -57,7 +57,7 @@ export class UpstreamError extends MedstreamError {
 
 /**
  * A webhook attempt that failed: a non-2xx answer, a timeout or a network error. `reason` is
- * `status`, `redirect`, `timeout`, `shutdown` or `network:<code>` (never a URL); `retryable` is false
+ * `status`, `redirect`, `timeout`, `shutdown`, `lease` or `network:<code>` (never a URL); `retryable` is false
  * only for `410 Gone`, which pauses delivery until an operator resumes it.
  */
 export class DeliveryError extends MedstreamError {

@@ -6,6 +6,8 @@ const MAX_RESPONSE_BYTES = 64 * 1024
 
 /** Why an attempt was aborted from outside: the drain deadline passed. */
 export const SHUTDOWN = Symbol('shutdown')
+/** Why an attempt was aborted from outside: in a fleet, this replica could not renew its lease on the stream. */
+export const LEASE_LOST = Symbol('lease')
 const TIMEOUT = Symbol('timeout')
 
 export interface HttpAttemptOptions {
@@ -57,7 +59,7 @@ export class HttpAttempt {
     this.#now = options.now ?? Date.now
   }
 
-  /** `attemptAt` (epoch ms) becomes `webhook-timestamp`; `signal` aborted with `SHUTDOWN` cuts the attempt off. */
+  /** `attemptAt` (epoch ms) becomes `webhook-timestamp`; `signal` aborted with `SHUTDOWN` or `LEASE_LOST` cuts the attempt off. */
   async send (event: AttemptEvent, attemptAt: number, signal: AbortSignal): Promise<number> {
     const timestamp = new Date(Math.floor(attemptAt / 1000) * 1000)
     const signature = this.#signers.map((signer) => signer.sign(event.id, timestamp, event.body)).join(' ')
@@ -85,8 +87,10 @@ export class HttpAttempt {
       await drain(response.body)
     } catch (err) {
       if (controller.signal.aborted) {
-        const reason = controller.signal.reason === TIMEOUT ? 'timeout' : 'shutdown'
-        throw new DeliveryError(`webhook attempt ${reason === 'timeout' ? 'timed out' : 'cut off by shutdown'}`, { reason, cause: err })
+        const why = controller.signal.reason
+        const reason = why === TIMEOUT ? 'timeout' : why === LEASE_LOST ? 'lease' : 'shutdown'
+        const message = reason === 'timeout' ? 'timed out' : reason === 'lease' ? 'cut off: lease not renewed' : 'cut off by shutdown'
+        throw new DeliveryError(`webhook attempt ${message}`, { reason, cause: err })
       }
       const code = networkCode(err)
       throw new DeliveryError(`webhook attempt failed: ${code}`, { reason: `network:${code}`, cause: err })

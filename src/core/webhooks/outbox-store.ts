@@ -46,6 +46,11 @@ export interface DueEvent {
   body: string
   attempts: number
   queuedAt: number
+  /**
+   * Fleet mode: aborted (reason `LEASE_LOST`) when this replica can no longer prove it holds the
+   * stream's lease, before another replica could take the stream. The attempt must stop at once.
+   */
+  lease?: AbortSignal
 }
 
 export interface CallSummary {

@@ -4,6 +4,7 @@ import pg from 'pg'
 import type { CoreLogger } from '../log.ts'
 import { migrate } from '../postgres/migrations.ts'
 import type { OutgoingEvent } from './events.ts'
+import { LEASE_LOST } from './http-attempt.ts'
 import type { CallSummary, DueEvent, FailureRecord, ListFilter, OutboxRow, OutboxState, OutboxStore, PauseState } from './outbox-store.ts'
 
 export interface PostgresOutboxOptions {
@@ -14,6 +15,8 @@ export interface PostgresOutboxOptions {
    * How long a replica may attempt a stream's head before another replica may take the stream, ms.
    * Renewed every third of it while the attempt runs, so only a dead or cut-off replica lets one
    * expire. Default 15000: with the senders' 5 s poll a dead replica's streams resume within 20 s.
+   * No attempt outlives its lease: one whose lease was not renewed in time is aborted a fifth
+   * of the lease (3 s) before the lease could expire (see `DueEvent.lease`).
    */
   leaseMs?: number
   /** Connections in the pool. Default 8. */
@@ -39,6 +42,16 @@ const types = {
 
 type Queryable = Pick<pg.PoolClient, 'query'>
 
+/** A stream this replica holds, as far as it can prove. */
+interface Lease {
+  /** Aborted once the replica can no longer be sure the lease is its own. */
+  controller: AbortController
+  /** Monotonic ms (`performance.now()`) until which the lease is surely this replica's. */
+  until: number
+  /** Aborts `controller` a margin before `until`. */
+  timer: NodeJS.Timeout | null
+}
+
 /**
  * The PostgreSQL outbox of fleet mode: one database shared by every replica, so any replica
  * delivers any stream's events. Same rows and the same head-of-stream invariant as the SQLite
@@ -55,7 +68,9 @@ export class PostgresOutbox implements OutboxStore {
   readonly pool: pg.Pool
   readonly #leaseMs: number
   readonly #logger: CoreLogger
-  readonly #held = new Set<string>()
+  /** Before a held lease could expire, its attempt is aborted this much earlier, ms. */
+  readonly #marginMs: number
+  readonly #held = new Map<string, Lease>()
   #renewTimer: NodeJS.Timeout | null = null
   #closed = false
   #closePromise: Promise<void> | null = null
@@ -63,6 +78,7 @@ export class PostgresOutbox implements OutboxStore {
   constructor (options: PostgresOutboxOptions) {
     this.#owner = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
     this.#leaseMs = options.leaseMs ?? 15_000
+    this.#marginMs = Math.floor(this.#leaseMs / 5)
     this.#logger = options.logger
     this.pool = new pg.Pool({
       connectionString: options.url,
@@ -111,6 +127,8 @@ export class PostgresOutbox implements OutboxStore {
 
   async claimDue (now: number, limit: number, exclude: ReadonlySet<string>): Promise<DueEvent[]> {
     if (limit <= 0) return []
+    // The database sets the expiry after this moment: the lease lasts at least until `sentAt + leaseMs`.
+    const sentAt = performance.now()
     // Step 1 takes leases on streams whose head is due and that no live lease of another replica
     // holds; ON CONFLICT is the arbiter when two replicas race for one stream.
     // GROUP BY: a stream appears once even if its head were ever duplicated, which ON CONFLICT
@@ -129,7 +147,14 @@ export class PostgresOutbox implements OutboxStore {
       RETURNING stream_sid`, [now, limit, [...exclude], this.#owner, this.#leaseMs])
     const streams = leased.rows.map((row) => row.stream_sid)
     if (streams.length === 0) return []
-    for (const streamSid of streams) this.#held.add(streamSid)
+    const signals = new Map<string, AbortSignal>()
+    for (const streamSid of streams) {
+      const held = this.#held.get(streamSid)
+      const lease = held !== undefined && !held.controller.signal.aborted ? held : { controller: new AbortController(), until: 0, timer: null }
+      this.#held.set(streamSid, lease)
+      this.#confirm(lease, sentAt)
+      signals.set(streamSid, lease.controller.signal)
+    }
     this.#armRenewal()
     // Step 2, a new statement and so a fresh snapshot: the head as the previous holder left it.
     const { rows } = await this.pool.query(`SELECT DISTINCT ON (stream_sid) id, call_sid, stream_sid, sequence, body, attempts, queued_at, next_attempt_at
@@ -143,7 +168,9 @@ export class PostgresOutbox implements OutboxStore {
       sequence: row.sequence as number,
       body: row.body as string,
       attempts: row.attempts as number,
-      queuedAt: row.queued_at as number
+      queuedAt: row.queued_at as number,
+      // Every row is of a stream leased just above; without one, no attempt.
+      lease: signals.get(row.stream_sid as string) ?? AbortSignal.abort(LEASE_LOST)
     }))
     const withHead = new Set(due.map((event) => event.streamSid))
     for (const streamSid of streams) if (!withHead.has(streamSid)) await this.release(streamSid)
@@ -151,6 +178,8 @@ export class PostgresOutbox implements OutboxStore {
   }
 
   async release (streamSid: string): Promise<void> {
+    const lease = this.#held.get(streamSid)
+    if (lease?.timer != null) clearTimeout(lease.timer)
     this.#held.delete(streamSid)
     await this.pool.query('DELETE FROM outbox_leases WHERE stream_sid = $1 AND owner = $2', [streamSid, this.#owner])
   }
@@ -291,6 +320,7 @@ export class PostgresOutbox implements OutboxStore {
       } catch {
         // Unreachable: the leases expire on their own.
       }
+      for (const lease of this.#held.values()) if (lease.timer !== null) clearTimeout(lease.timer)
       this.#held.clear()
       await this.pool.end()
     })()
@@ -305,12 +335,40 @@ export class PostgresOutbox implements OutboxStore {
 
   async #renew (): Promise<void> {
     if (this.#held.size === 0) return
+    const sent = new Map(this.#held)
+    const sentAt = performance.now()
+    let renewed: Set<string>
     try {
-      await this.pool.query(`UPDATE outbox_leases SET expires_at = ${DB_NOW} + $3 WHERE owner = $1 AND stream_sid = ANY($2::text[])`,
-        [this.#owner, [...this.#held], this.#leaseMs])
+      const { rows } = await this.pool.query<{ stream_sid: string }>(`UPDATE outbox_leases SET expires_at = ${DB_NOW} + $3
+        WHERE owner = $1 AND stream_sid = ANY($2::text[]) RETURNING stream_sid`, [this.#owner, [...sent.keys()], this.#leaseMs])
+      renewed = new Set(rows.map((row) => row.stream_sid))
     } catch (err) {
-      this.#logger.warn({ err: { message: (err as Error).message } }, 'postgres lease renewal failed; another replica may take the streams when they expire')
+      // Each held attempt is aborted before its lease could expire, unless a later renewal succeeds.
+      this.#logger.warn({ err: { message: (err as Error).message } }, 'postgres lease renewal failed; attempts stop before their leases could expire')
+      return
     }
+    for (const [streamSid, lease] of sent) {
+      // Released (and perhaps claimed anew) while the renewal was on its way: not this lease any more.
+      if (this.#held.get(streamSid) !== lease) continue
+      if (renewed.has(streamSid)) this.#confirm(lease, sentAt)
+      else this.#lose(lease)
+    }
+  }
+
+  /** The database confirmed the lease at or after `sentAt` (monotonic ms): it holds until `sentAt + leaseMs`. */
+  #confirm (lease: Lease, sentAt: number): void {
+    if (lease.controller.signal.aborted || sentAt + this.#leaseMs <= lease.until) return
+    lease.until = sentAt + this.#leaseMs
+    if (lease.timer !== null) clearTimeout(lease.timer)
+    lease.timer = setTimeout(() => { this.#lose(lease) }, Math.max(0, lease.until - this.#marginMs - performance.now()))
+    lease.timer.unref()
+  }
+
+  /** The lease may be (or soon be) another replica's: the attempt under it stops now. */
+  #lose (lease: Lease): void {
+    if (lease.timer !== null) clearTimeout(lease.timer)
+    lease.timer = null
+    lease.controller.abort(LEASE_LOST)
   }
 
   async #fixHead (client: Queryable, streamSid: string, now: number): Promise<void> {

@@ -1,7 +1,7 @@
 import type { CoreLogger } from '../log.ts'
 import { DeliveryError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
-import { HttpAttempt, SHUTDOWN } from './http-attempt.ts'
+import { HttpAttempt, LEASE_LOST, SHUTDOWN } from './http-attempt.ts'
 import type { Awaitable, DueEvent, FailureRecord, OutboxStore } from './outbox-store.ts'
 import { decideRetry, positive, retryOptions } from './retry-policy.ts'
 import type { RetryOptions } from './retry-policy.ts'
@@ -288,6 +288,10 @@ export class WebhookSender {
   #startAttempt (event: DueEvent): void {
     const controller = new AbortController()
     const inClosingPass = this.#closePass !== null
+    // Fleet mode: the attempt ends before the stream's lease could pass to another replica.
+    const onLeaseLost = (): void => controller.abort(LEASE_LOST)
+    if (event.lease?.aborted === true) onLeaseLost()
+    else event.lease?.addEventListener('abort', onLeaseLost, { once: true })
     const done = this.#attempt(event, controller.signal, inClosingPass)
       .catch((err: unknown) => {
         // Only an outbox failure lands here (disk full, database unreachable): the event stays
@@ -299,6 +303,7 @@ export class WebhookSender {
         // An unreleased lease expires on its own.
       })
       .finally(() => {
+        event.lease?.removeEventListener('abort', onLeaseLost)
         this.#inFlight.delete(event.streamSid)
         // The pass decides whether a closing sender is done: the stream's next event may be due.
         this.#schedulePump()
@@ -345,6 +350,12 @@ export class WebhookSender {
     const failure: FailureRecord = { at: attemptAt, status: error.status, reason: error.reason }
     const fields = { webhookId: event.id, callSid: event.callSid, status: error.status, reason: error.reason, attempts }
     if (inClosingPass) this.#closePass?.add(event.streamSid)
+    if (error.reason === 'lease') {
+      // Not the receiver's fault, and the stream may be another replica's by now: nothing is written.
+      // The event stays due and whoever holds the stream next sends it again, same webhook-id.
+      this.#logger.warn({ webhookId: event.id, callSid: event.callSid, streamSid: event.streamSid }, 'webhook attempt cut off: its stream\'s lease could not be renewed (outbox unreachable); another replica may take the stream')
+      return
+    }
     if (error.reason === 'shutdown') {
       // Cut off by the drain deadline, not the receiver's fault: due again at the next start.
       await this.#outbox.markFailed(event.id, failure, now)

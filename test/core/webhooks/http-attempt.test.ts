@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { DeliveryError } from '../../../src/core/errors.ts'
-import { HttpAttempt, SHUTDOWN } from '../../../src/core/webhooks/http-attempt.ts'
+import { HttpAttempt, LEASE_LOST, SHUTDOWN } from '../../../src/core/webhooks/http-attempt.ts'
 import { freePort } from '../../helpers/net.ts'
 import { Receiver, SECRET_OLD } from './receiver.ts'
 
@@ -49,6 +49,11 @@ test('http attempt throws a DeliveryError saying whether a retry can help when t
   const cut = failure(attempt, controller.signal)
   setTimeout(() => controller.abort(SHUTDOWN), 50)
   assert.equal((await cut).reason, 'shutdown')
+
+  const leased = new AbortController()
+  const lost = failure(attempt, leased.signal)
+  setTimeout(() => leased.abort(LEASE_LOST), 50)
+  assert.equal((await lost).reason, 'lease')
 })
 
 test('http attempt names a network failure by its code, never the URL, when nothing listens', async () => {

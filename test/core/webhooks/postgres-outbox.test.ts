@@ -1,5 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { connect, createServer } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
@@ -7,7 +10,7 @@ import { createMetrics } from '../../../src/core/metrics.ts'
 import { PostgresOutbox } from '../../../src/core/webhooks/postgres-outbox.ts'
 import { WriteQueue, bufferedBytes } from '../../../src/core/webhooks/write-queue.ts'
 import { freePort } from '../../helpers/net.ts'
-import { lostValue, newLocation, streamSid, testEvent } from './receiver.ts'
+import { Receiver, callSid, lostValue, newLocation, openStore, startSink, streamSid, testEvent } from './receiver.ts'
 
 const silent = pino({ level: 'silent' })
 
@@ -49,6 +52,86 @@ test('postgres outbox hands a stream to another replica when the holder\'s lease
   assert.deepEqual(await a.claimDue(now, 10, new Set()), [])
   await new Promise((resolve) => setTimeout(resolve, 500))
   assert.deepEqual((await a.claimDue(now, 10, new Set())).map((event) => event.id), [`${streamSid(1)}-1`])
+})
+
+test('postgres outbox aborts a stream\'s lease signal when a renewal finds the lease taken', async (t) => {
+  const [a] = await twoReplicas(t, 6000)
+  const now = Date.now()
+  await a.insertMany([testEvent(1, 1)], now)
+  const [due] = await a.claimDue(now, 10, new Set())
+  assert.ok(due?.lease !== undefined && !due.lease.aborted, 'a claimed head carries a live lease signal')
+  // The row is no longer this replica's (as after its lease expired and another replica claimed it).
+  await a.pool.query("UPDATE outbox_leases SET owner = 'other-replica' WHERE stream_sid = $1", [streamSid(1)])
+  // The next renewal (every 2 s with a 6 s lease) finds that out and aborts at once, well before the
+  // signal's own deadline (4.8 s after the claim).
+  await once(due.lease, 'abort', { signal: AbortSignal.timeout(3500) })
+  assert.equal(due.lease.aborted, true)
+})
+
+/**
+ * A TCP relay to PostgreSQL on 127.0.0.1 whose `cut` makes the network a black hole for one replica:
+ * open connections stop carrying bytes and new ones are accepted but never reach the server, so
+ * queries neither succeed nor fail until the client's own timeouts. `close` ends every connection.
+ */
+async function cuttableLink (t: { after: (fn: () => Promise<void> | void) => void }, databaseUrl: string): Promise<{ url: string, cut: () => void, close: () => void }> {
+  const target = new URL(databaseUrl)
+  const sockets = new Set<Socket>()
+  let cut = false
+  const server = createServer((client) => {
+    sockets.add(client)
+    client.on('close', () => sockets.delete(client))
+    client.on('error', () => {})
+    if (cut) return
+    const upstream = connect(Number(target.port), '127.0.0.1')
+    sockets.add(upstream)
+    upstream.on('close', () => sockets.delete(upstream))
+    upstream.on('error', () => client.destroy())
+    client.on('data', (chunk) => { if (!cut) upstream.write(chunk) })
+    upstream.on('data', (chunk) => { if (!cut) client.write(chunk) })
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+  }).listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const close = (): void => {
+    server.close()
+    for (const socket of sockets) socket.destroy()
+  }
+  t.after(close)
+  const url = new URL(databaseUrl)
+  url.port = String((server.address() as AddressInfo).port)
+  return { url: url.href, cut: () => { cut = true }, close }
+}
+
+test('postgres outbox cuts off an attempt before its lease could pass to another replica when the holder loses the database', async (t) => {
+  const location = await newLocation(t, 'postgres')
+  const link = await cuttableLink(t, location.databaseUrl ?? '')
+  const receiver = await new Receiver().listen()
+  t.after(() => receiver.close())
+  // The first attempt gets no answer at all (a receiver far slower than the lease); later ones get 200.
+  let first = true
+  receiver.reply = () => {
+    if (!first) return { status: 200 }
+    first = false
+    return { status: 'hang' }
+  }
+  const store = await openStore(t, location)
+  await store.insertMany([testEvent(1, 1), testEvent(1, 2), testEvent(1, 3)])
+
+  // Replica A reaches the database through the link; its attempts may last a minute (WEBHOOK_TIMEOUT_MS
+  // allows two), far longer than the 3 s lease, and its queries time out only after 10 s.
+  const leaseMs = 3000
+  await startSink(t, receiver.url, { ...location, databaseUrl: link.url }, { timeoutMs: 60_000, postgres: { leaseMs } })
+  await receiver.waitFor(() => receiver.concurrent === 1)
+  link.cut()
+
+  // Replica B, with a working connection, takes the stream once A's lease has expired.
+  await startSink(t, receiver.url, location, { timeoutMs: 60_000, postgres: { leaseMs } })
+  await receiver.waitFor(() => receiver.delivered.length === 3, 20_000)
+  const id = `${streamSid(1)}-1`
+  assert.equal(receiver.attemptsFor(id).length, 2, 'the first event was attempted by A, then by B')
+  assert.equal(receiver.maxConcurrent, 1, 'the receiver never had two requests of the stream open at once')
+  assert.deepEqual(receiver.sequencesOf(callSid(1)), [1, 2, 3])
+  link.close()
 })
 
 test('postgres outbox keeps one head per stream when one replica inserts while another delivers', async (t) => {
