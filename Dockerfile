@@ -18,7 +18,7 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json package-lock.json ./
 COPY src ./src
-COPY scripts/healthcheck.ts scripts/webhooks.ts scripts/webhook-receiver.ts ./scripts/
+COPY scripts/healthcheck.ts scripts/webhooks.ts scripts/webhook-receiver.ts scripts/viewer-token.ts ./scripts/
 # The outbox (outbox.db) and the file sink live in DATA_DIR: mount a volume there so pending webhook
 # events outlive the container. Owned by the unprivileged `node` user (uid 1000) of the base image.
 RUN mkdir -p /data && chown 1000:1000 /data

@@ -7,7 +7,11 @@
  * With ASSEMBLYAI_API_KEY set, the real AssemblyAI is used instead of the simulation (the call is then
  * played in real time, as AssemblyAI requires).
  *
- * Options: --speed N (default 1 = real time; the simulation accepts faster), --keep (keep the data dir).
+ * It also prints a link to the live view with a supervisor token: open it to watch the call's words
+ * appear as they are spoken (the default real-time pacing is there for that).
+ *
+ * Options: --speed N (default 1 = real time; the simulation accepts faster), --keep (keep the data dir),
+ * --wait S (seconds between the link and the call, default 5 at real time, else 0).
  */
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -16,6 +20,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { loadLiveViewKey } from '../src/config.ts'
+import { mintViewerToken } from '../src/core/live/viewer-token.ts'
 import { startFakeAssemblyAi } from '../test/fakes/assemblyai-server.ts'
 import { TwilioSimulator } from '../test/fakes/twilio-simulator.ts'
 import { loadSampleCall } from '../test/helpers/harness.ts'
@@ -23,9 +29,10 @@ import { freePort, waitForOk } from '../test/helpers/net.ts'
 import { startWebhookReceiver } from '../test/helpers/webhook-receiver.ts'
 import type { ReceivedEvent } from '../test/helpers/webhook-receiver.ts'
 
-const { values } = parseArgs({ options: { speed: { type: 'string', default: '1' }, keep: { type: 'boolean', default: false } } })
+const { values } = parseArgs({ options: { speed: { type: 'string', default: '1' }, keep: { type: 'boolean', default: false }, wait: { type: 'string' } } })
 const realKey = process.env.ASSEMBLYAI_API_KEY
 const speed = realKey === undefined ? Number(values.speed) : 1
+const waitSeconds = Number(values.wait ?? (speed === 1 ? '5' : '0'))
 
 function describe (event: ReceivedEvent): string {
   const data = event.data
@@ -44,7 +51,7 @@ function describe (event: ReceivedEvent): string {
 async function main (): Promise<void> {
   const sample = loadSampleCall()
   const fake = realKey === undefined
-    ? await startFakeAssemblyAi({ apiKeys: ['demo-key'], script: sample.turns.map((turn) => ({ text: turn.text, speaker: turn.track === 'outbound' ? 'A' : 'B' })) })
+    ? await startFakeAssemblyAi({ apiKeys: ['demo-key'], partialsPerTurn: 6, script: sample.turns.map((turn) => ({ text: turn.text, speaker: turn.track === 'outbound' ? 'A' : 'B' })) })
     : null
   const webhookSecret = `whsec_${randomBytes(24).toString('base64')}`
   let ended: () => void = () => {}
@@ -82,7 +89,15 @@ async function main (): Promise<void> {
   const serviceExit = once(service, 'exit')
   try {
     await waitForOk(`${publicUrl}/healthz`, 10000, () => service.exitCode === null)
-    console.log(`service up on ${publicUrl} (metrics on :${metricsPort}); placing a call to /twilio/voice?clinic=north`)
+    // The same key the service derives from the same variables: the demo mints like an operator would.
+    const viewerToken = mintViewerToken(loadLiveViewKey(env), '*', Date.now(), 3600)
+    console.log(`service up on ${publicUrl} (metrics on :${metricsPort})`)
+    console.log(`\nwatch the call live (supervisor token, valid 1 h; the part after # never reaches a server):\n  ${publicUrl}/live#token=${viewerToken}\n`)
+    if (waitSeconds > 0) {
+      console.log(`placing the call in ${waitSeconds} s: open the link now`)
+      await new Promise((resolve) => setTimeout(resolve, waitSeconds * 1000))
+    }
+    console.log('placing a call to /twilio/voice?clinic=north')
     const simulator = new TwilioSimulator({ serviceUrl: publicUrl, publicUrl, authToken })
     const call = await simulator.placeCall({ path: '/twilio/voice?clinic=north&keyterms=Holter%20monitor' })
     console.log(`voice webhook → ${call.status}; TwiML streams to ${call.twiml?.stream?.url ?? '?'} and dials ${call.twiml?.dial?.number ?? call.twiml?.redirect ?? '?'}`)

@@ -8,8 +8,10 @@ import type { ReconnectPolicy } from './core/call/upstream-link.ts'
 import type { EventSink } from './core/webhooks/events.ts'
 import callsPlugin from './plugins/calls.ts'
 import eventsPlugin from './plugins/events.ts'
+import livePlugin from './plugins/live.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import healthRoutes from './routes/health.ts'
+import liveRoutes from './routes/live.ts'
 import { MAX_MESSAGE_BYTES } from './core/twilio/messages.ts'
 import twilioMediaRoutes from './routes/twilio-media.ts'
 import twilioVoiceRoutes from './routes/twilio-voice.ts'
@@ -26,6 +28,8 @@ export interface AppOptions {
   reconnect?: ReconnectPolicy
   terminateTimeoutMs?: number
   heartbeatMs?: number
+  /** Live view timings (tests shorten them): SSE heartbeat, partial interval and grace, ms. */
+  live?: { heartbeatMs?: number, partialIntervalMs?: number, graceMs?: number, databaseUrl?: string | null }
 }
 
 /**
@@ -47,6 +51,11 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   })
   await app.register(eventsPlugin, { config, version: options.version, ...(options.events === undefined ? {} : { sink: options.events }) })
   await app.register(callsPlugin, { maxCalls: config.maxCalls })
+  await app.register(livePlugin, {
+    ...(options.live?.partialIntervalMs === undefined ? {} : { partialIntervalMs: options.live.partialIntervalMs }),
+    ...(options.live?.graceMs === undefined ? {} : { graceMs: options.live.graceMs }),
+    databaseUrl: options.live?.databaseUrl ?? config.databaseUrl
+  })
   await app.register(websocket, {
     options: {
       maxPayload: MAX_MESSAGE_BYTES,
@@ -56,6 +65,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   })
   await app.register(healthRoutes)
   await app.register(twilioVoiceRoutes, { config })
+  await app.register(liveRoutes, { key: config.liveViewKey, frameAncestors: config.liveViewFrameAncestors, ...(options.live?.heartbeatMs === undefined ? {} : { heartbeatMs: options.live.heartbeatMs }) })
   await app.register(twilioMediaRoutes, {
     config,
     startTimeoutMs: options.startTimeoutMs,

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { parseEnv } from 'node:util'
 import type { SessionOptions } from './core/assemblyai/protocol.ts'
 import { ConfigError } from './core/errors.ts'
+import { deriveLiveViewKey } from './core/live/viewer-token.ts'
 import { deriveStreamTokenSecret } from './core/twilio/stream-token.ts'
 
 /**
@@ -40,6 +41,10 @@ export interface Config {
   drainTimeoutMs: number
   logLevel: string
   logPii: boolean
+  /** Key of the live view's viewer tokens: LIVE_VIEW_SECRET's bytes, else derived from the stream token key. */
+  liveViewKey: Buffer
+  /** CSP `frame-ancestors` sources of the live view page, space-separated; `'none'` forbids embedding. */
+  liveViewFrameAncestors: string
   /** Non-fatal findings to log once the logger exists (plain-text schemes to remote hosts and the like). */
   warnings: string[]
 }
@@ -122,10 +127,7 @@ export function loadConfig (env: Env = process.env): Config {
     throw new ConfigError('TWILIO_AUTH_TOKEN', 'is required to check Twilio signatures; set it to the account\'s primary Auth Token (or TWILIO_SIGNATURE_CHECK=false for local development only)')
   }
 
-  const configuredSecret = read(env, 'STREAM_TOKEN_SECRET')
-  if (configuredSecret !== undefined && configuredSecret.length < 32) {
-    throw new ConfigError('STREAM_TOKEN_SECRET', 'must be at least 32 characters; generate one with `openssl rand -base64 48`')
-  }
+  const configuredSecret = configuredStreamTokenSecret(env)
   let streamTokenSecret: Buffer
   let streamTokenSecretSource: Config['streamTokenSecretSource']
   if (configuredSecret !== undefined) {
@@ -215,8 +217,58 @@ export function loadConfig (env: Env = process.env): Config {
     drainTimeoutMs: integer(env, 'DRAIN_TIMEOUT_MS', 300000, 0, 86400000),
     logLevel,
     logPii: boolean(env, 'LOG_PII', false),
+    liveViewKey: configuredLiveViewKey(env) ?? deriveLiveViewKey(streamTokenSecret),
+    liveViewFrameAncestors: frameAncestors(env),
     warnings
   }
+}
+
+function configuredStreamTokenSecret (env: Env): string | undefined {
+  const secret = read(env, 'STREAM_TOKEN_SECRET')
+  if (secret !== undefined && secret.length < 32) {
+    throw new ConfigError('STREAM_TOKEN_SECRET', 'must be at least 32 characters; generate one with `openssl rand -base64 48`')
+  }
+  return secret
+}
+
+function configuredLiveViewKey (env: Env): Buffer | null {
+  const secret = read(env, 'LIVE_VIEW_SECRET')
+  if (secret === undefined) return null
+  if (secret.length < 32) throw new ConfigError('LIVE_VIEW_SECRET', 'must be at least 32 characters; generate one with `openssl rand -base64 48`')
+  return Buffer.from(secret, 'utf8')
+}
+
+// One CSP source expression: a keyword, a scheme (`https:`), or a host source with optional scheme,
+// wildcard subdomain, port and path. Nothing that could end the directive (`;`, `,`) gets through.
+const CSP_SOURCE = /^('self'|[a-z][a-z0-9+.-]*:|([a-z][a-z0-9+.-]*:\/\/)?(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:(\d{1,5}|\*))?(\/[^\s;,'"]*)?|\*)$/
+
+function frameAncestors (env: Env): string {
+  const raw = read(env, 'LIVE_VIEW_FRAME_ANCESTORS')
+  if (raw === undefined) return "'none'"
+  // Quotes are easy to lose on the way through a shell or a .env parser: bare none/self mean the keywords.
+  const sources = raw.split(/\s+/).map((source) => (source === 'none' || source === 'self' ? `'${source}'` : source))
+  if (sources.length === 1 && sources[0] === "'none'") return "'none'"
+  for (const source of sources) {
+    if (!CSP_SOURCE.test(source)) {
+      throw new ConfigError('LIVE_VIEW_FRAME_ANCESTORS', `must be 'none' or space-separated CSP sources such as 'self' https://desk.example.org, got ${JSON.stringify(source)}`)
+    }
+  }
+  return sources.join(' ')
+}
+
+/**
+ * The viewer token key alone, for `npm run viewer-token`, which needs nothing else of the service's
+ * configuration: LIVE_VIEW_SECRET, else derived from STREAM_TOKEN_SECRET or TWILIO_AUTH_TOKEN exactly
+ * as the service derives it.
+ */
+export function loadLiveViewKey (env: Env = process.env): Buffer {
+  const configured = configuredLiveViewKey(env)
+  if (configured !== null) return configured
+  const streamSecret = configuredStreamTokenSecret(env)
+  if (streamSecret !== undefined) return deriveLiveViewKey(Buffer.from(streamSecret, 'utf8'))
+  const authToken = read(env, 'TWILIO_AUTH_TOKEN')
+  if (authToken !== undefined) return deriveLiveViewKey(deriveStreamTokenSecret(authToken))
+  throw new ConfigError('LIVE_VIEW_SECRET', 'is required to mint viewer tokens when neither STREAM_TOKEN_SECRET nor TWILIO_AUTH_TOKEN is set; use the value the service runs with')
 }
 
 /**

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { loadConfig } from '../src/config.ts'
+import { loadConfig, loadLiveViewKey } from '../src/config.ts'
+import { deriveLiveViewKey } from '../src/core/live/viewer-token.ts'
 import { ConfigError } from '../src/core/errors.ts'
 
 const base = {
@@ -103,6 +104,28 @@ test('config reads several webhook secrets and comma-separated keyterms', () => 
   })
   assert.equal(config.webhookSecrets.length, 2)
   assert.deepEqual(config.assemblyai.keyterms, ['metoprolol', 'Dr. Patel', 'lisinopril'])
+})
+
+test('config keys viewer tokens with LIVE_VIEW_SECRET, else with a key derived from the stream token key, and loadLiveViewKey agrees', () => {
+  const derived = loadConfig(base)
+  assert.deepEqual(derived.liveViewKey, deriveLiveViewKey(derived.streamTokenSecret))
+  assert.deepEqual(loadLiveViewKey({ TWILIO_AUTH_TOKEN: base.TWILIO_AUTH_TOKEN }), derived.liveViewKey, 'the token command needs only the secret variables')
+  const streamSecret = 's'.repeat(40)
+  assert.deepEqual(loadLiveViewKey({ STREAM_TOKEN_SECRET: streamSecret }), loadConfig({ ...base, STREAM_TOKEN_SECRET: streamSecret }).liveViewKey)
+  const secret = 'l'.repeat(40)
+  assert.deepEqual(loadConfig({ ...base, LIVE_VIEW_SECRET: secret }).liveViewKey, Buffer.from(secret, 'utf8'))
+  assert.deepEqual(loadLiveViewKey({ LIVE_VIEW_SECRET: secret }), Buffer.from(secret, 'utf8'))
+  assert.equal(failure({ ...base, LIVE_VIEW_SECRET: 'short' }).variable, 'LIVE_VIEW_SECRET')
+  assert.throws(() => loadLiveViewKey({}), (error: unknown) => error instanceof ConfigError && error.variable === 'LIVE_VIEW_SECRET')
+})
+
+test('config takes CSP frame-ancestors sources and refuses anything that could end the directive', () => {
+  assert.equal(loadConfig(base).liveViewFrameAncestors, "'none'")
+  assert.equal(loadConfig({ ...base, LIVE_VIEW_FRAME_ANCESTORS: 'none' }).liveViewFrameAncestors, "'none'", 'quotes lost on the way mean the keyword')
+  assert.equal(loadConfig({ ...base, LIVE_VIEW_FRAME_ANCESTORS: "'self'  https://desk.example.org https://*.crm.example.com:8443" }).liveViewFrameAncestors, "'self' https://desk.example.org https://*.crm.example.com:8443")
+  for (const bad of ["'none' 'self'", 'https://a.example.org; script-src *', 'https://a.example.org,https://b.example.org', "'unsafe-inline'"]) {
+    assert.equal(failure({ ...base, LIVE_VIEW_FRAME_ANCESTORS: bad }).variable, 'LIVE_VIEW_FRAME_ANCESTORS', bad)
+  }
 })
 
 test('config selects the PostgreSQL outbox and its buffer bound when DATABASE_URL is set', () => {

@@ -45,6 +45,8 @@ export interface HarnessOptions {
   heartbeatMs?: number
   /** prom-client's process_* and nodejs_* metrics (default off: most tests build many apps). */
   processMetrics?: boolean
+  /** Live view timings: SSE heartbeat, partial interval, grace (ms). */
+  live?: { heartbeatMs?: number, partialIntervalMs?: number, graceMs?: number, databaseUrl?: string }
 }
 
 export interface Harness {
@@ -97,7 +99,8 @@ export async function startHarness (options: HarnessOptions = {}): Promise<Harne
     terminateTimeoutMs: 5000,
     ...(options.startTimeoutMs === undefined ? {} : { startTimeoutMs: options.startTimeoutMs }),
     ...(options.reconnect === undefined ? {} : { reconnect: options.reconnect }),
-    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs })
+    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+    ...(options.live === undefined ? {} : { live: options.live })
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const serviceUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`

@@ -36,6 +36,10 @@ type AnyListener = (...args: unknown[]) => void
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000
 // A server that sends an Error frame is expected to close at once; this bounds waiting for it.
 const ERROR_CLOSE_GRACE_MS = 2_000
+// Non-final Turns are most of what the upstream sends. While nobody listens for them (no live viewer
+// of the call) a cheap test skips them before JSON.parse. Inside a JSON string a quote is escaped, so
+// this cannot match transcript text.
+const NON_FINAL_TURN = /"end_of_turn"\s*:\s*false/
 // SpeakerRevision at the end of a long call lists many turns; far above that, a frame is a fault.
 const MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -126,7 +130,7 @@ export class AssemblyAiSession {
         if (isBinary) return
         // Partials are most of what the server sends; unless someone listens for them they are
         // dropped before any UTF-8 decoding or JSON.parse.
-        if (Buffer.isBuffer(data) && !this.#listens('partial') && isPartialTurnFrame(data)) return
+        if (Buffer.isBuffer(data) && !this.#hasListeners('partial') && isPartialTurnFrame(data)) return
         this.#onText(String(data))
       })
       ws.on('close', (code, reason) => { this.#onClose(code, reason.toString('utf8')) })
@@ -204,11 +208,6 @@ export class AssemblyAiSession {
     return this
   }
 
-  #listens (event: keyof SessionEvents): boolean {
-    const list = this.#listeners.get(event)
-    return list !== undefined && list.length > 0
-  }
-
   #add<E extends keyof SessionEvents> (event: E, listener: Listener<E>, once: boolean): this {
     let list = this.#listeners.get(event)
     if (list === undefined) {
@@ -217,6 +216,11 @@ export class AssemblyAiSession {
     }
     list.push({ fn: listener as unknown as AnyListener, once })
     return this
+  }
+
+  #hasListeners (event: keyof SessionEvents): boolean {
+    const list = this.#listeners.get(event)
+    return list !== undefined && list.length > 0
   }
 
   #emit<E extends keyof SessionEvents> (event: E, ...args: SessionEvents[E]): void {
@@ -245,6 +249,7 @@ export class AssemblyAiSession {
 
   #onText (text: string): void {
     if (this.#closed) return
+    if (!this.#hasListeners('partial') && NON_FINAL_TURN.test(text)) return
     const message = parseServerMessage(text)
     switch (message.type) {
       case 'Begin':

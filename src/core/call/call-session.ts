@@ -7,12 +7,15 @@ import type { Track } from './types.ts'
 import { Chunker, sharedChunkPool } from '../audio/chunker.ts'
 import { TWILIO_SAMPLE_RATE, msToSamples, pcm16BytesToSamples, samplesToMs, samplesToSeconds } from '../audio/sample-rate.ts'
 import type { UpstreamError } from '../errors.ts'
+import { mapPartial } from '../live/partials.ts'
+import type { PartialTurn } from '../live/partials.ts'
 import type { Metrics } from '../metrics.ts'
 import { serializeEvent } from '../webhooks/events.ts'
 import type { EventIds, EventSink, OutgoingEvent } from '../webhooks/events.ts'
 import { TurnAssembler } from './turns.ts'
 import { UpstreamLink } from './upstream-link.ts'
 import type { ReconnectPolicy } from './upstream-link.ts'
+import { WordRoles } from './word-roles.ts'
 
 export type EndReason = 'completed' | 'stream_error' | 'transcription_failed' | 'shutdown'
 
@@ -171,6 +174,23 @@ export class CallSession {
     this.#metrics.callDuration.observe(durationSeconds)
     this.#logger.info({ reason, turns: this.#turns.count, audioMs: Math.round(samplesToMs(this.#aligner.endSample)), durationMs: Math.round(durationSeconds * 1000), droppedUpstreamSamples: this.#link.droppedSamples }, 'call ended')
     this.#options.onEnded(this, reason)
+  }
+
+  /**
+   * Live view: this call's partial turns, on the call timeline with a role, go to `listener` while
+   * it is set; null stops them (and their parsing). Partials never reach the sink or a log line.
+   */
+  watchPartials (listener: ((partial: PartialTurn) => void) | null): void {
+    if (listener === null) {
+      this.#link.setPartialListener(null)
+      return
+    }
+    const roles = new WordRoles(this.#aligner.energy)
+    this.#link.setPartialListener((turn, offsetSamples) => {
+      if (this.#ended !== null) return
+      const partial = mapPartial(turn, offsetSamples, roles)
+      if (partial !== null) listener(partial)
+    })
   }
 
   /** Moves the batched counters to prom-client; called periodically and at the end. */

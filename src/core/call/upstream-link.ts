@@ -62,6 +62,8 @@ interface PendingChunk { chunk: Buffer, startSample: number, endSample: number }
 
 interface SessionState {
   session: AssemblyAiSession
+  /** Forwards this session's partials with its offset; attached only while someone watches. */
+  onPartial: (turn: Turn) => void
   openedAt: number
   offsetSamples: number | null
   audioSamples: number
@@ -93,6 +95,7 @@ export class UpstreamLink {
   #failed = false
   /** Audio sent since the last flushMetrics(): the counter is batched like the media path's. */
   #unflushedSentSamples = 0
+  #partialListener: ((turn: Turn, offsetSamples: number) => void) | null = null
 
   constructor (options: UpstreamLinkOptions) {
     this.#options = options
@@ -146,6 +149,19 @@ export class UpstreamLink {
     this.close()
   }
 
+  /**
+   * Live view: non-final Turns go to `listener` (null stops them). Without a listener the session
+   * is not subscribed to partials at all, and then does not parse them.
+   */
+  setPartialListener (listener: ((turn: Turn, offsetSamples: number) => void) | null): void {
+    const had = this.#partialListener !== null
+    this.#partialListener = listener
+    const state = this.#current
+    if (state === null || had === (listener !== null)) return
+    if (listener !== null) state.session.on('partial', state.onPartial)
+    else state.session.off('partial', state.onPartial)
+  }
+
   /** Moves the batched audio-sent counter to prom-client (the call session's periodic flush). */
   flushMetrics (): void {
     if (this.#unflushedSentSamples === 0) return
@@ -177,6 +193,9 @@ export class UpstreamLink {
     const session = new AssemblyAiSession(this.#options.session, logger)
     const state: SessionState = {
       session,
+      onPartial: (turn) => {
+        if (state.offsetSamples !== null && this.#current === state) this.#partialListener?.(turn, state.offsetSamples)
+      },
       openedAt: Date.now(),
       offsetSamples: null,
       audioSamples: 0,
@@ -190,6 +209,7 @@ export class UpstreamLink {
       if (state.offsetSamples === null || state.summary.id === null) return
       this.#options.onTurn(turn, state.summary.id, state.offsetSamples)
     })
+    if (this.#partialListener !== null) session.on('partial', state.onPartial)
     session.on('speakerRevision', (revision) => {
       if (state.summary.id !== null) this.#options.onRevision(revision, state.summary.id)
     })

@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import { MedstreamError } from '../errors.ts'
+import { LIVE_VIEW_MIGRATION } from '../live/schema.ts'
 
 /**
  * The PostgreSQL schema, as an ordered list of migrations. Every replica runs `migrate` at start:
@@ -48,7 +49,8 @@ export const MIGRATIONS: readonly Migration[] = [
       -- on the database's clock, so replicas' clocks need not agree).
       CREATE TABLE outbox_leases (stream_sid TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at BIGINT NOT NULL);
     `
-  }
+  },
+  { version: 2, name: 'live view', sql: LIVE_VIEW_MIGRATION }
 ]
 
 export class SchemaError extends MedstreamError {

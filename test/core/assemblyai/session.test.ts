@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { WebSocketServer } from 'ws'
+import type { WebSocket } from 'ws'
 import { AssemblyAiSession } from '../../../src/core/assemblyai/session.ts'
 import type { SessionOptions } from '../../../src/core/assemblyai/protocol.ts'
 import type { SessionClosed } from '../../../src/core/assemblyai/session.ts'
@@ -463,4 +464,45 @@ test('session reports a retryable error when the server closes 1000 without bein
   await until(() => events.closed !== null)
   assert.equal(events.closed?.error?.closeCode, 1000)
   assert.equal(events.closed?.error?.retryable, true)
+})
+
+test('session leaves non-final Turns unparsed when nobody listens for partials, and parses them once someone does', async (t) => {
+  // A broken partial (words is not a list) is logged as an ignored message only if it was parsed.
+  const broken = JSON.stringify({ type: 'Turn', turn_order: 0, turn_is_formatted: false, end_of_turn: false, transcript: 'Hel', utterance: '', end_of_turn_confidence: 0, words: 'not a list' })
+  const good = JSON.stringify({ type: 'Turn', turn_order: 0, turn_is_formatted: false, end_of_turn: false, transcript: 'Hello', utterance: '', end_of_turn_confidence: 0, words: [] })
+  const final = JSON.stringify({ type: 'Turn', turn_order: 0, turn_is_formatted: true, end_of_turn: true, transcript: 'Hello.', utterance: 'Hello.', end_of_turn_confidence: 1, words: [{ text: 'Hello.', start: 0, end: 400, confidence: 0.9, word_is_final: true }] })
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await new Promise<void>((resolve) => { wss.once('listening', resolve) })
+  t.after(() => new Promise<void>((resolve) => {
+    for (const client of wss.clients) client.terminate()
+    wss.close(() => { resolve() })
+  }))
+  const sockets: WebSocket[] = []
+  wss.on('connection', (ws) => {
+    sockets.push(ws)
+    ws.send(JSON.stringify({ type: 'Begin', id: 'scripted', expires_at: 1 }))
+  })
+  const lines: string[] = []
+  const logger = pino({ level: 'debug' }, new Writable({ write (chunk: Buffer, _encoding, callback) { lines.push(chunk.toString('utf8')); callback() } }))
+  const session = new AssemblyAiSession(sessionOptions(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/v3/ws`), logger)
+  t.after(() => { session.close() })
+  const partials: string[] = []
+  const finals: string[] = []
+  session.on('turn', (turn) => finals.push(turn.transcript))
+  await session.connect()
+  const ws = sockets[0]!
+  ws.send(broken)
+  ws.send(good)
+  ws.send(final.replace('"turn_order":0', '"turn_order":5'))
+  await until(() => finals.length === 1)
+  assert.equal(lines.filter((line) => line.includes('AssemblyAI message ignored')).length, 0, 'no partial was parsed')
+  const listener = (turn: Turn): void => { partials.push(turn.transcript) }
+  session.on('partial', listener)
+  ws.send(broken)
+  ws.send(good)
+  ws.send(final)
+  await until(() => finals.length === 2)
+  assert.equal(lines.filter((line) => line.includes('AssemblyAI message ignored')).length, 1, 'the broken partial was parsed (and ignored) once watched')
+  assert.deepEqual(partials, ['Hello'])
+  assert.deepEqual(finals, ['Hello.', 'Hello.'])
 })

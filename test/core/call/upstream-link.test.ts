@@ -6,7 +6,7 @@ import { ChunkPool } from '../../../src/core/audio/chunker.ts'
 import { UpstreamLink } from '../../../src/core/call/upstream-link.ts'
 import type { CoreLogger } from '../../../src/core/log.ts'
 import { createMetrics } from '../../../src/core/metrics.ts'
-import { startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
+import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
 
 const API_KEY = 'link-test-key'
 
@@ -160,4 +160,39 @@ test('UpstreamLink hands chunks back to its pool only once the replay bound, a f
   const received = new Int16Array(fake.sessions[1]!.audio.buffer, fake.sessions[1]!.audio.byteOffset, fake.sessions[1]!.audio.length / 2)
   assert.equal(received[0], 11, 'the session got the kept audio intact')
   assert.equal(received.at(-1), 30)
+})
+
+test('UpstreamLink passes partials with the session offset only while a partial listener is set', async (t) => {
+  const fake = await startFakeAssemblyAi({ apiKeys: [API_KEY], partialsPerTurn: 3 })
+  t.after(() => fake.close())
+  const partials: Array<{ order: number, offset: number }> = []
+  const finals: number[] = []
+  const link = new UpstreamLink({
+    session: { url: fake.url, apiKey: API_KEY, speechModel: 'u3-rt-pro', domain: null, speakerLabels: false, maxSpeakers: 2, keyterms: [], minTurnSilenceMs: 400, maxTurnSilenceMs: 1000, sampleRate: 8000 },
+    metrics: createMetrics(new Registry(), 'test'),
+    logger: pino({ level: 'silent' }),
+    onTurn: (turn) => finals.push(turn.turn_order),
+    onRevision: () => {},
+    onFailed: () => {}
+  })
+  t.after(() => link.close())
+  link.start()
+  link.setPartialListener((turn, offsetSamples) => partials.push({ order: turn.turn_order, offset: offsetSamples }))
+  const speech = Buffer.concat([pcmTone(2000), pcmSilence(1000)])
+  let sample = 1200
+  const play = (): void => {
+    for (const frame of pcmFrames(speech, 50)) {
+      link.send(Buffer.from(frame), sample)
+      sample += frame.length / 2
+    }
+  }
+  play()
+  await until(() => finals.length === 1)
+  assert.ok(partials.length >= 2, `${partials.length} partials of the first turn`)
+  assert.ok(partials.every((partial) => partial.order === 0 && partial.offset === 1200), 'on the session\'s offset')
+  link.setPartialListener(null)
+  const before = partials.length
+  play()
+  await until(() => finals.length === 2)
+  assert.equal(partials.length, before, 'no partial once nobody listens')
 })
