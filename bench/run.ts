@@ -6,8 +6,9 @@
  * plays N two-track calls of the sample speech for a warm-up plus S measured seconds, and reports the
  * service's CPU per call-minute (/proc), its RSS per call above idle, bridge latency inside (the
  * service's histogram) and outside (generator send → fake upstream receipt of each chunk's completing
- * frame), frames lost and event-loop delay. Then the same load against the floor
- * (bench/floor-server.ts: JSON.parse + base64 decode only) gives the ratio.
+ * frame), frames lost and event-loop delay. Then the same load against the floors gives the ratios:
+ * receive (bench/floor-server.ts: JSON.parse + base64 decode only) and bridge (bench/bridge-floor.ts:
+ * the cheapest correct bridge, with its own upstream sessions). `--repeat N` alternates N rounds.
  *
  * With `--tls` the fake upstream serves wss (bench/lib/tls.ts). With `--outbox sqlite,postgres` the
  * service runs once per backend, webhooking its events to bench/webhook-receiver.ts; PostgreSQL is a
@@ -30,12 +31,12 @@ import type { ProfileSummary } from './lib/cpu-profile.ts'
 import { idle, makePlan, measure, outsideLatency } from './lib/measure.ts'
 import type { Phase, PhaseResult } from './lib/measure.ts'
 import { parseBenchOptions } from './lib/options.ts'
-import type { BenchOptions, Outbox } from './lib/options.ts'
+import type { BenchOptions, Floor, Outbox } from './lib/options.ts'
 import { scrape, total } from './lib/prometheus.ts'
 import { describeMachine, findProcess } from './lib/proc.ts'
 import { distribution } from './lib/stats.ts'
-import { log, printReport, writeResults } from './lib/report.ts'
-import type { ServiceRun } from './lib/report.ts'
+import { log, printReport, printRounds, writeResults } from './lib/report.ts'
+import type { Floors, Round, ServiceRun } from './lib/report.ts'
 import { makeSelfSignedCertificate } from './lib/tls.ts'
 import type { SelfSignedCertificate } from './lib/tls.ts'
 
@@ -105,7 +106,8 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
   if (options.cpuProf) mkdirSync(PROFILE_DIR, { recursive: true })
   // Production config: the node flags `npm start` (and the image's CMD) use, e.g. the young
   // generation cap that sets RSS per call.
-  const startFlags = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
+  let startFlags = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
+  if (options.semiSpaceMib !== null) startFlags = [...startFlags.filter((flag) => !flag.startsWith('--max-semi-space-size')), `--max-semi-space-size=${options.semiSpaceMib}`]
   const nodeArgs = [...startFlags, ...(options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : [])]
   const logFile = join(dataDir, 'service.log')
   const logFd = openSync(logFile, 'a')
@@ -131,7 +133,7 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
       plan: makePlan({ kind: 'service', serviceUrl, authToken }, options),
       liveCalls: async () => (await scrape(metricsUrl)).get('medstream_calls_active') ?? 0
     }
-    const how = [outbox === null ? 'file sink' : `${outbox} outbox`, certificate === null ? 'ws upstream' : 'wss upstream'].join(', ')
+    const how = [outbox === null ? 'file sink' : `${outbox} outbox`, certificate === null ? 'ws upstream' : 'wss upstream', ...startFlags].join(', ')
     log(`service (${how}): ${calls} calls, placing over ${staggerSeconds} s, warm-up ${warmupSeconds} s, measuring ${seconds} s…`)
     const { result, report, samples } = await measure(phase, options)
     const profileRange = { fromUs: samples[0]!.monotonicUs, toUs: samples[samples.length - 1]!.monotonicUs }
@@ -174,8 +176,18 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
   }
 }
 
-async function runFloor (): Promise<PhaseResult> {
-  const floor = forkChild('floor-server.ts')
+/** One floor under the same load: the receive-only server, or the bridge with its own fake upstream. */
+async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null): Promise<PhaseResult> {
+  let fake: ChildProcess | null = null
+  let floor: ChildProcess
+  if (kind === 'bridge') {
+    fake = forkChild('fake-upstream.ts', certificate === null ? [API_KEY] : [API_KEY, certificate.certFile, certificate.keyFile])
+    const upstreamUrl = (await nextMessage(fake, 'ready', 20_000)).url
+    // Trusted as the service trusts it: a private CA through NODE_EXTRA_CA_CERTS.
+    floor = forkChild('bridge-floor.ts', [upstreamUrl, API_KEY], certificate === null ? {} : { NODE_EXTRA_CA_CERTS: certificate.certFile })
+  } else {
+    floor = forkChild('floor-server.ts')
+  }
   try {
     const wsUrl = (await nextMessage(floor, 'ready', 20_000)).url
     const pid = floor.pid as number
@@ -185,7 +197,7 @@ async function runFloor (): Promise<PhaseResult> {
       outbox: null,
       pid,
       generator: forkChild('load.ts'),
-      upstreamPid: null,
+      upstreamPid: fake?.pid ?? null,
       databasePid: null,
       metricsUrl: null,
       rssIdleKb: rest.rssKb,
@@ -193,12 +205,15 @@ async function runFloor (): Promise<PhaseResult> {
       plan: makePlan({ kind: 'floor', wsUrl }, options),
       liveCalls: async () => (await ask(floor, { type: 'floor-stats' }, 'floor-stats')).connections
     }
-    log(`floor: the same ${options.calls} calls against a bare ws server (JSON.parse + base64 only)…`)
+    log(kind === 'bridge'
+      ? `bridge floor: the same ${options.calls} calls against the cheapest correct bridge (${certificate === null ? 'ws' : 'wss'} upstream)…`
+      : `receive floor: the same ${options.calls} calls against a bare ws server (JSON.parse + base64 only)…`)
     const { result } = await measure(phase, options)
     const { frames } = await ask(floor, { type: 'floor-stats' }, 'floor-stats')
     return { ...result, framesReceived: frames, framesLost: Math.max(0, result.framesSent - frames), upstreamAudioMissingMs: null, turns: null, outsideLatencyMs: null, unmatchedCalls: 0, webhookEventsReceived: null, eventsLost: null }
   } finally {
     await stopChild(floor)
+    if (fake !== null) await stopChild(fake)
   }
 }
 
@@ -224,13 +239,20 @@ async function main (opts: BenchOptions): Promise<void> {
     log('starting a throwaway PostgreSQL cluster for the postgres outbox…')
     postgres = await startPostgres()
   }
-  const runs: ServiceRun[] = []
-  for (const outbox of opts.outboxes.length === 0 ? [null] : opts.outboxes) {
-    runs.push(await runService({ outbox, certificate, postgres }))
+  const rounds: Round[] = []
+  for (let round = 1; round <= opts.repeat; round++) {
+    if (opts.repeat > 1) log(`round ${round} of ${opts.repeat}`)
+    const runs: ServiceRun[] = []
+    for (const outbox of opts.outboxes.length === 0 ? [null] : opts.outboxes) {
+      runs.push(await runService({ outbox, certificate, postgres }))
+    }
+    const floors: Floors = {}
+    for (const kind of opts.floors) floors[kind] = await runFloor(kind, certificate)
+    printReport(runs, floors, opts, machine)
+    rounds.push({ runs, floors })
   }
-  const floor = opts.floor ? await runFloor() : null
-  printReport(runs, floor, opts, machine)
-  console.log(`\nresults: ${writeResults(RESULTS_DIR, startedAt, runs, floor, opts, machine)}`)
+  if (rounds.length > 1) printRounds(rounds, opts.calls)
+  console.log(`\nresults: ${writeResults(RESULTS_DIR, startedAt, rounds, opts, machine)}`)
 }
 
 let stopping = false

@@ -11,9 +11,9 @@ import type { ChildMessage, ParentMessage } from './ipc.ts'
 const BENCH_DIR = new URL('../', import.meta.url).pathname
 const children = new Set<ChildProcess>()
 
-/** Forks bench/<script> with an IPC channel; its output goes to the bench's. */
-export function forkChild (script: string, args: string[] = []): ChildProcess {
-  const child = fork(join(BENCH_DIR, script), args, { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+/** Forks bench/<script> with an IPC channel; its output goes to the bench's. `env` adds to the bench's environment. */
+export function forkChild (script: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess {
+  const child = fork(join(BENCH_DIR, script), args, { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...env } })
   track(child)
   return child
 }

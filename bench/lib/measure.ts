@@ -92,6 +92,13 @@ export interface PhaseResult {
    * histogram_quantile-style interpolations, the *BoundMs fields the bucket bounds they lie under.
    */
   insideLatencyMs: { count: number, meanMs: number, p50Ms: number, p99Ms: number, p50BoundMs: number, p99BoundMs: number, maxBoundMs: number } | null
+  /**
+   * The service's garbage-collection pauses over the window (prom-client's nodejs_gc_duration_seconds,
+   * all kinds) per call-minute, and how many: less noisy than CPU on a shared machine when weighing GC
+   * settings. Null for the floors.
+   */
+  gcSecondsPerCallMinute: number | null
+  gcPauses: number | null
   /** Beyond prom-client's 10 ms sampling interval; the worst 30 s window's in a soak. */
   eventLoopP99Ms: number | null
   eventLoopMaxMs: number | null
@@ -229,7 +236,12 @@ export async function measure (phase: Phase, options: BenchOptions): Promise<{ r
   let insideLatencyMs: PhaseResult['insideLatencyMs'] = null
   let eventLoopP99Ms: number | null = null
   let eventLoopMaxMs: number | null = null
+  let gcSecondsPerCallMinute: number | null = null
+  let gcPauses: number | null = null
   if (first.metrics !== null && last.metrics !== null) {
+    const gc = (metrics: Scrape, suffix: string): number => [...metrics].filter(([series]) => series.startsWith(`nodejs_gc_duration_seconds_${suffix}{`)).reduce((sum, [, value]) => sum + value, 0)
+    gcSecondsPerCallMinute = (gc(last.metrics, 'sum') - gc(first.metrics, 'sum')) / (calls * windowS / 60)
+    gcPauses = gc(last.metrics, 'count') - gc(first.metrics, 'count')
     const histogram = histogramBetween(first.metrics, last.metrics, 'medstream_bridge_latency_seconds')
     insideLatencyMs = {
       count: histogram.count,
@@ -283,6 +295,8 @@ export async function measure (phase: Phase, options: BenchOptions): Promise<{ r
       framesSent: report.calls.reduce((sum, call) => sum + call.framesSent, 0),
       timerLatenessMs: distribution(lateness),
       insideLatencyMs,
+      gcSecondsPerCallMinute,
+      gcPauses,
       eventLoopP99Ms,
       eventLoopMaxMs,
       eventsPerSecond,

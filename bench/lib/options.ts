@@ -4,6 +4,14 @@ import { parseArgs } from 'node:util'
 export type Outbox = 'sqlite' | 'postgres'
 const OUTBOXES: readonly Outbox[] = ['sqlite', 'postgres']
 
+/**
+ * The floors the service is compared with. `receive`: a bare ws server that JSON-parses and
+ * base64-decodes each frame (bench/floor-server.ts). `bridge`: the cheapest correct bridge, which
+ * also decodes, mixes and sends exact 50 ms chunks to its own upstream session (bench/bridge-floor.ts).
+ */
+export type Floor = 'receive' | 'bridge'
+const FLOORS: readonly Floor[] = ['receive', 'bridge']
+
 export interface BenchOptions {
   calls: number
   /** The measured window. */
@@ -13,8 +21,13 @@ export interface BenchOptions {
   staggerSeconds: number
   /** The service's AUDIO_CHUNK_MS. */
   chunkMs: number
-  floor: boolean
+  /** Measured after the service, in this order; empty with --no-floor. */
+  floors: Floor[]
+  /** Rounds of service and floors, alternating; ratios are reported per round and as medians. */
+  repeat: number
   cpuProf: boolean
+  /** Replaces the --max-semi-space-size of `npm start` for the service (MiB); null: as `npm start`. */
+  semiSpaceMib: number | null
   soak: boolean
   /** The fake upstream serves wss with a self-signed certificate the service trusts. */
   tls: boolean
@@ -37,7 +50,15 @@ export const USAGE = `usage: npm run bench -- [options]
   --outbox LIST    sqlite, postgres or sqlite,postgres: one service run per backend, events
                    webhooked to a local receiver (PostgreSQL: a throwaway cluster, DATABASE_URL).
                    Without it the service writes events to its file sink
-  --no-floor       skip the floor (bare ws server) run
+  --floor LIST     receive, bridge or receive,bridge (the default): the floors measured after the
+                   service with the same load. receive: a bare ws server, JSON.parse + base64 only.
+                   bridge: the cheapest correct bridge (μ-law table, lockstep mix, exact 50 ms
+                   chunks to its own upstream session per call, over wss with --tls)
+  --no-floor       skip the floors
+  --repeat N       N rounds of service then floors, alternating; prints each round's ratios and
+                   their medians over the rounds whose every phase had all calls live (1)
+  --semi-space N   run the service with --max-semi-space-size=N (MiB) instead of npm start's,
+                   to weigh the young generation's size against CPU and RSS
   --cpu-prof       profile the service (its CPU figures then include the profiler)
   --soak           report RSS, heap, event-loop delay and CPU per 30 s window
   --help           this text
@@ -54,7 +75,10 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
         seconds: { type: 'string', default: '60' },
         warmup: { type: 'string', default: '10' },
         stagger: { type: 'string' },
+        floor: { type: 'string', default: 'receive,bridge' },
         'no-floor': { type: 'boolean', default: false },
+        repeat: { type: 'string', default: '1' },
+        'semi-space': { type: 'string' },
         'cpu-prof': { type: 'boolean', default: false },
         'chunk-ms': { type: 'string', default: '50' },
         soak: { type: 'boolean', default: false },
@@ -79,14 +103,21 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
     if (!OUTBOXES.includes(name as Outbox)) fail(`--outbox takes ${OUTBOXES.join(', ')} or a comma-separated list of them, got ${name}`)
   }
   if (new Set(outboxes).size !== outboxes.length) fail('--outbox names each backend once')
+  const floors = values['no-floor'] ? [] : values.floor.split(',').map((name) => name.trim())
+  for (const name of floors) {
+    if (!FLOORS.includes(name as Floor)) fail(`--floor takes ${FLOORS.join(', ')} or a comma-separated list of them, got ${name}`)
+  }
+  if (new Set(floors).size !== floors.length) fail('--floor names each floor once')
   return {
     calls,
     seconds: positiveInteger('seconds', values.seconds),
     warmupSeconds,
     staggerSeconds,
     chunkMs: positiveInteger('chunk-ms', values['chunk-ms']),
-    floor: !values['no-floor'],
+    floors: floors as Floor[],
+    repeat: positiveInteger('repeat', values.repeat),
     cpuProf: values['cpu-prof'],
+    semiSpaceMib: values['semi-space'] === undefined ? null : positiveInteger('semi-space', values['semi-space']),
     soak: values.soak,
     tls: values.tls,
     outboxes: outboxes as Outbox[]

@@ -51,6 +51,10 @@ export default fp<LivePluginOptions>(async function livePlugin (fastify, options
   if (options.databaseUrl != null) {
     pool = new pg.Pool({ connectionString: options.databaseUrl, max: 4 })
     pool.on('error', (error) => { fastify.log.warn({ err: error }, 'live view: idle PostgreSQL connection failed') })
+    // Every connection keeps an 'error' listener for its whole life: a server restart can cut one in
+    // any state (checked out between queries, mid-handover to the pool), and an 'error' event with no
+    // listener would end the process and every call on it. The failed query reports the error itself.
+    pool.on('connect', (client) => { client.on('error', () => {}) })
     fleet = new PgLive({
       pool,
       hub,

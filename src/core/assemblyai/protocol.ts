@@ -282,6 +282,23 @@ function parseKnown (value: JsonObject): ServerMessage | null {
   }
 }
 
+const PARTIAL_MARK = Buffer.from('"end_of_turn":false')
+const TURN_MARK = Buffer.from('"type":"Turn"')
+const FINAL_MARK = Buffer.from('"end_of_turn":true')
+
+/**
+ * A cheap look at a text frame before any decoding: true when it is a non-final Turn as the server
+ * sends it (compact JSON with `"type":"Turn"` and `"end_of_turn":false`, and no `"end_of_turn":true`).
+ * Outside a string those byte runs can only be keys and values (inside one every quote is escaped),
+ * so a frame this accepts parses to a partial Turn, or to nothing a session acts on; anything else,
+ * spacing variants included, says false and is parsed in full. Lets a session skip the partials
+ * nobody listens to (most of the upstream traffic). test/core/assemblyai/protocol.test.ts holds it to
+ * parseServerMessage.
+ */
+export function isPartialTurnFrame (data: Buffer): boolean {
+  return data.indexOf(PARTIAL_MARK) !== -1 && data.indexOf(TURN_MARK) !== -1 && data.indexOf(FINAL_MARK) === -1
+}
+
 /** Never throws: malformed or unfamiliar frames come back as `Unknown`, which callers ignore. */
 export function parseServerMessage (text: string): ServerMessage {
   let value: unknown

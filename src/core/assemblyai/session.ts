@@ -1,7 +1,7 @@
 import WebSocket from 'ws'
 import type { CoreLogger } from '../log.ts'
 import { UpstreamError } from '../errors.ts'
-import { buildSessionUrl, classifyClose, parseServerMessage } from './protocol.ts'
+import { buildSessionUrl, classifyClose, isPartialTurnFrame, parseServerMessage } from './protocol.ts'
 import type { Begin, ClientMessage, SessionOptions, SpeakerRevision, SpeechStarted, Termination, Turn, Warning } from './protocol.ts'
 
 function zeroMask (mask: Buffer): void {
@@ -127,7 +127,11 @@ export class AssemblyAiSession {
       })
       ws.on('error', (err) => { this.#socketError ??= err })
       ws.on('message', (data, isBinary) => {
-        if (!isBinary) this.#onText(String(data))
+        if (isBinary) return
+        // Partials are most of what the server sends; unless someone listens for them they are
+        // dropped before any UTF-8 decoding or JSON.parse.
+        if (Buffer.isBuffer(data) && !this.#hasListeners('partial') && isPartialTurnFrame(data)) return
+        this.#onText(String(data))
       })
       ws.on('close', (code, reason) => { this.#onClose(code, reason.toString('utf8')) })
     })

@@ -258,7 +258,9 @@ export class TrackAligner {
       this.#onMixed(single.buf, length, at)
       return
     }
-    const [a, b] = this.#pair!
+    const pair = this.#pair!
+    const a = pair[0]
+    const b = pair[1]
     const limit = Math.max(a.head, b.head) - this.#maxWait
     this.#silence(a, limit - a.head)
     this.#silence(b, limit - b.head)

@@ -4,7 +4,7 @@ import type { SessionOptions } from '../assemblyai/protocol.ts'
 import { TrackAligner } from '../audio/aligner.ts'
 import type { PushResult } from '../audio/aligner.ts'
 import type { Track } from './types.ts'
-import { Chunker } from '../audio/chunker.ts'
+import { Chunker, sharedChunkPool } from '../audio/chunker.ts'
 import { TWILIO_SAMPLE_RATE, msToSamples, pcm16BytesToSamples, samplesToMs, samplesToSeconds } from '../audio/sample-rate.ts'
 import type { UpstreamError } from '../errors.ts'
 import { mapPartial } from '../live/partials.ts'
@@ -124,7 +124,9 @@ export class CallSession {
     this.#metrics = options.metrics
     this.#logger = options.logger
     this.startedAt = new Date()
-    this.#chunker = new Chunker(options.chunkMs, (chunk, startSample) => this.#onChunk(chunk, startSample), TWILIO_SAMPLE_RATE)
+    // Chunk buffers are reused across calls: the link hands each back once no replay or socket needs it.
+    const chunkPool = Number.isInteger(options.chunkMs) && options.chunkMs > 0 ? sharedChunkPool(msToSamples(options.chunkMs) * 2) : undefined
+    this.#chunker = new Chunker(options.chunkMs, (chunk, startSample) => this.#onChunk(chunk, startSample), TWILIO_SAMPLE_RATE, chunkPool ?? null)
     this.#aligner = new TrackAligner({
       tracks: options.identity.tracks,
       sampleRate: TWILIO_SAMPLE_RATE,
@@ -141,7 +143,8 @@ export class CallSession {
       reconnect: options.reconnect,
       onTurn: (turn, sessionId, offsetSamples) => this.#onTurn(turn, sessionId, offsetSamples),
       onRevision: (revision, sessionId) => this.#turns.applyRevision(revision, sessionId),
-      onFailed: (error) => this.#onUpstreamFailed(error)
+      onFailed: (error) => this.#onUpstreamFailed(error),
+      chunkPool
     })
   }
 

@@ -6,6 +6,7 @@ import { classifyClose, upstreamErrorLabel } from '../assemblyai/protocol.ts'
 import { UpstreamError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import { msToSamples, pcm16BytesToSamples, samplesToSeconds } from '../audio/sample-rate.ts'
+import type { ChunkPool } from '../audio/chunker.ts'
 
 /** ~16 s of 8 kHz PCM16: far beyond a healthy socket, well within the replay bound. */
 const HIGH_WATER_BYTES = 256 * 1024
@@ -38,6 +39,11 @@ export interface UpstreamLinkOptions {
   onRevision: (revision: SpeakerRevision, sessionId: string) => void
   /** Transcription for this call is over for good: a non-retryable error, or retries exhausted. */
   onFailed: (error: UpstreamError) => void
+  /**
+   * Where chunks go once nothing can read them again (replay no longer needs them and no socket
+   * still queues them); without it they are left to the GC.
+   */
+  chunkPool?: ChunkPool | undefined
 }
 
 /** What `call.ended.upstream_sessions` reports for each AssemblyAI session the call used. */
@@ -175,6 +181,10 @@ export class UpstreamLink {
       this.#finalizeSummary(state)
       state.session.close()
     }
+    // The socket is closed or destroyed: nothing it still queued will be written, so every chunk
+    // can go back.
+    const pool = this.#options.chunkPool
+    if (pool !== undefined) for (const pending of this.#chunks) pool.release(pending.chunk)
     this.#chunks.length = 0
   }
 
@@ -263,6 +273,19 @@ export class UpstreamLink {
       }
     }
     if (drop === 0) return
+    const pool = this.#options.chunkPool
+    if (pool !== undefined) {
+      // A chunk sent to the current session may still wait in its socket's queue, which holds the
+      // newest bufferedAmount bytes sent (a TLS write completes on the next tick): a sent chunk goes
+      // back only when at least that many bytes of audio were sent after it. Unsent chunks, and
+      // those sent to earlier sessions (whose sockets are closed), go back at once.
+      const queued = this.#current?.session.bufferedAmount ?? 0
+      let left = this.#nextToSend
+      for (let after = 0; left > 0 && after < queued; after += (chunks[left] as PendingChunk).chunk.length) left--
+      for (let i = 0; i < drop; i++) {
+        if (i < left || i >= this.#nextToSend) pool.release((chunks[i] as PendingChunk).chunk)
+      }
+    }
     chunks.splice(0, drop)
     this.#nextToSend = Math.max(0, this.#nextToSend - drop)
   }

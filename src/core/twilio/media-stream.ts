@@ -9,7 +9,7 @@ import { TWILIO_SAMPLE_RATE } from '../audio/sample-rate.ts'
 import type { CoreLogger, ParentLogger } from '../log.ts'
 import type { InvalidReason, Metrics } from '../metrics.ts'
 import type { EventSink } from '../webhooks/events.ts'
-import { parseMediaFrame } from './media-fast-path.ts'
+import { equals, parseMediaFrame } from './media-fast-path.ts'
 import { parseTwilioMessage } from './messages.ts'
 import type { StartInfo } from './messages.ts'
 import { verifyStreamToken } from './stream-token.ts'
@@ -108,7 +108,7 @@ export class MediaStream {
         // The fast path: a plain media frame read in place, with no string and no JSON.parse.
         const frame = parseMediaFrame(data)
         if (frame !== null) {
-          const ownStream = data.compare(this.#streamSidBytes, 0, this.#streamSidBytes.length, frame.streamSidStart, frame.streamSidEnd) === 0
+          const ownStream = equals(data, frame.streamSidStart, frame.streamSidEnd, this.#streamSidBytes)
           this.#onMedia(session, ownStream, frame.track, frame.timestampMs, frame.payload)
           return
         }

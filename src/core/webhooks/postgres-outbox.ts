@@ -93,6 +93,9 @@ export class PostgresOutbox implements OutboxStore {
     this.pool.on('error', (err) => {
       this.#logger.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'postgres connection lost; the pool reconnects')
     })
+    // And a connection cut in any other state (checked out between queries) must find a listener
+    // too; the failed query reports the error itself.
+    this.pool.on('connect', (client) => { client.on('error', () => {}) })
   }
 
   get closed (): boolean {

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { UpstreamError } from '../../../src/core/errors.ts'
-import { buildSessionUrl, classifyClose, isPlaceholderSpeaker, normalizeKeyterms, parseServerMessage, upstreamErrorLabel } from '../../../src/core/assemblyai/protocol.ts'
+import { buildSessionUrl, classifyClose, isPartialTurnFrame, isPlaceholderSpeaker, normalizeKeyterms, parseServerMessage, upstreamErrorLabel } from '../../../src/core/assemblyai/protocol.ts'
 import type { SessionOptions } from '../../../src/core/assemblyai/protocol.ts'
 
 const base: SessionOptions = {
@@ -139,4 +139,56 @@ test('parseServerMessage reads Begin, Termination and Warning when well formed',
   assert.deepEqual(parseServerMessage('{"type":"Termination","audio_duration_seconds":69,"session_duration_seconds":73}'),
     { type: 'Termination', audio_duration_seconds: 69, session_duration_seconds: 73 })
   assert.deepEqual(parseServerMessage('{"type":"Warning","warning_code":7,"warning":"w"}'), { type: 'Warning', warning_code: 7, warning: 'w' })
+})
+
+/** Deterministic pseudo-random numbers (mulberry32), so a failure names a reproducible case. */
+function seeded (seed: number): () => number {
+  let a = seed
+  return () => {
+    a = (a + 0x6d2b79f5) | 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Server-shaped frames: Turns (partial, final, both keys, spaced), other types, text that quotes the marks. */
+function randomServerFrame (random: () => number): string {
+  const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)]!
+  const tricky = pick(['hello', 'say "end_of_turn":false', '"type":"Turn"', 'a \\"end_of_turn\\":false b', '', '"end_of_turn":true'])
+  const words = [{ text: tricky, word_is_final: random() < 0.5, start: 100, end: 300, confidence: 0.9 }]
+  const fields: Array<[string, unknown]> = [
+    ['type', pick(['Turn', 'Turn', 'Turn', 'Begin', 'SpeechStarted', 'Warning', 'Termination', 'SpeakerRevision'])],
+    ['turn_order', pick([0, 1, 7, '3', null])],
+    ['end_of_turn', pick([false, false, true, 'false', 0, null])],
+    ['transcript', tricky],
+    ['utterance', pick(['', tricky])],
+    ['end_of_turn_confidence', 0.5],
+    ['words', pick([words, [], 'none'])]
+  ]
+  if (random() < 0.2) fields.push(['end_of_turn', pick([true, false])])
+  if (random() < 0.3) fields.reverse()
+  const spaced = random() < 0.3
+  return `{${fields.filter(() => random() < 0.9).map(([key, value]) => `${JSON.stringify(key)}:${spaced ? ' ' : ''}${JSON.stringify(value)}`).join(',')}}`
+}
+
+test('isPartialTurnFrame accepts only frames parseServerMessage reads as a partial Turn or ignores when frames are random', () => {
+  const random = seeded(15)
+  let accepted = 0
+  for (let i = 0; i < 20_000; i++) {
+    const text = randomServerFrame(random)
+    if (!isPartialTurnFrame(Buffer.from(text))) continue
+    accepted++
+    const message = parseServerMessage(text)
+    assert.ok(message.type === 'Unknown' || (message.type === 'Turn' && !message.end_of_turn), `accepted ${text} which parses to ${JSON.stringify(message)}`)
+  }
+  assert.ok(accepted > 1000, `the pre-check took only ${accepted} frames: the differential test no longer exercises it`)
+})
+
+test('isPartialTurnFrame accepts a compact partial and refuses a final when the server sends them', () => {
+  const partial = { type: 'Turn', turn_order: 2, turn_is_formatted: false, end_of_turn: false, transcript: '', utterance: '', end_of_turn_confidence: 0.1, words: [{ text: 'meto', word_is_final: false, start: 10, end: 20, confidence: 0.8 }] }
+  assert.equal(isPartialTurnFrame(Buffer.from(JSON.stringify(partial))), true)
+  assert.equal(isPartialTurnFrame(Buffer.from(JSON.stringify({ ...partial, end_of_turn: true, transcript: 'metoprolol' }))), false)
+  assert.equal(isPartialTurnFrame(Buffer.from(JSON.stringify({ type: 'SpeechStarted', timestamp: 5 }))), false)
+  assert.equal(isPartialTurnFrame(Buffer.from('{"type": "Turn", "end_of_turn": false}')), false)
 })

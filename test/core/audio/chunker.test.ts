@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Chunker } from '../../../src/core/audio/chunker.ts'
+import { Chunker, ChunkPool } from '../../../src/core/audio/chunker.ts'
 
 interface Emitted { chunk: Buffer, startSample: number }
 
@@ -99,4 +99,40 @@ test('Chunker refuses with a RangeError naming the limits when chunkMs is outsid
   const chunker = new Chunker(100, () => {})
   assert.throws(() => chunker.flush(101), RangeError)
   assert.throws(() => chunker.push(new Int16Array(4), 5), RangeError)
+})
+
+test('ChunkPool hands released whole chunks out again and leaves tails, strangers and the overflow to the GC when they come back', () => {
+  const pool = new ChunkPool(800, 2)
+  const a = pool.acquire()
+  const b = pool.acquire()
+  const c = pool.acquire()
+  assert.equal(a.length, 800)
+  assert.equal(a.byteOffset, 0)
+  assert.notEqual(a.buffer, b.buffer, 'every chunk has an ArrayBuffer of its own')
+  pool.release(a.subarray(0, 400))
+  pool.release(Buffer.alloc(800, 0).subarray(0))
+  pool.release(Buffer.from(new Uint8Array(1600).buffer, 0, 800))
+  assert.equal(pool.size, 1, 'only the whole 800-byte buffer of its own was kept')
+  pool.release(a)
+  pool.release(b)
+  assert.equal(pool.size, 2, 'the capacity bounds what is kept')
+  pool.release(c)
+  assert.equal(pool.size, 2)
+  const again = new Set([pool.acquire(), pool.acquire()])
+  assert.equal(pool.size, 0)
+  assert.ok(again.has(b) || again.has(a), 'a released buffer is handed out again')
+})
+
+test('Chunker fills buffers from its pool when given one, with the same chunks as without', () => {
+  const pool = new ChunkPool(800)
+  const recycled = pool.acquire().fill(0x55)
+  pool.release(recycled)
+  const emitted: Emitted[] = []
+  const chunker = new Chunker(50, (chunk, startSample) => emitted.push({ chunk, startSample }), 8000, pool)
+  const input = randomInt16(1000)
+  chunker.push(input, input.length)
+  assert.equal(emitted.length, 2)
+  assert.equal(emitted[0]!.chunk, recycled, 'the pooled buffer was used first')
+  assertSamplesEqual(concatSamples(emitted), input.subarray(0, 800))
+  assert.throws(() => new Chunker(100, () => {}, 8000, pool), /pool's buffers are 800 bytes, chunks 1600/)
 })

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import pino from 'pino'
 import { Registry } from 'prom-client'
+import { ChunkPool } from '../../../src/core/audio/chunker.ts'
 import { UpstreamLink } from '../../../src/core/call/upstream-link.ts'
 import type { CoreLogger } from '../../../src/core/log.ts'
 import { createMetrics } from '../../../src/core/metrics.ts'
@@ -120,6 +121,45 @@ test('UpstreamLink passes its logger to the session when the server never answer
   assert.equal(fields?.upstreamSessionId, fake.sessions[0]!.id)
   assert.ok(typeof fields?.timeoutMs === 'number' && fields.timeoutMs <= 300)
   assert.ok(lines.some((line) => line.level === 'debug' && line.message === 'AssemblyAI session closed'), 'lifecycle lines reach it too')
+})
+
+test('UpstreamLink hands chunks back to its pool only once the replay bound, a final turn or the end of the call retires them', async (t) => {
+  const fake = await startFakeAssemblyAi({
+    apiKeys: [API_KEY],
+    faults: (index) => (index < 1 ? { rejectWith: { code: 3009, error: 'Unauthorized Connection: Too many concurrent sessions' } } : {})
+  })
+  t.after(() => fake.close())
+  const pool = new ChunkPool(800)
+  const link = new UpstreamLink({
+    session: { url: fake.url, apiKey: API_KEY, speechModel: 'u3-rt-pro', domain: null, speakerLabels: false, maxSpeakers: 2, keyterms: [], minTurnSilenceMs: 800, maxTurnSilenceMs: 3600, sampleRate: 8000 },
+    metrics: createMetrics(new Registry(), 'test'),
+    logger: pino({ level: 'silent' }),
+    reconnect: { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 400, maxOutageMs: 10000 },
+    replayMs: 1000,
+    onTurn: () => {},
+    onRevision: () => {},
+    onFailed: () => {},
+    chunkPool: pool
+  })
+  t.after(() => link.close())
+  link.start()
+  // Before any session opens: 30 chunks, of which the oldest 10 fall out of the 1 s bound.
+  const sent = Array.from({ length: 30 }, (_, i) => chunk(i))
+  for (let i = 0; i < 30; i++) link.send(sent[i]!, i * 400)
+  assert.equal(pool.size, 10, 'the audio beyond the replay bound came back')
+  const back = new Set<Buffer>()
+  for (let i = 0; i < 10; i++) back.add(pool.acquire())
+  assert.deepEqual([...back].sort((x, y) => x[0]! - y[0]!), sent.slice(0, 10), 'and it was exactly the oldest chunks')
+
+  await until(() => fake.sessions.length === 2 && fake.sessions[1]!.frameBytes.length === 20)
+  assert.equal(pool.size, 0, 'nothing sent comes back before a final turn says it is done')
+  link.markFinal(25 * 400)
+  assert.equal(pool.size, 15, 'the chunks wholly before the final turn\'s end came back')
+  await link.finish(3000)
+  assert.equal(pool.size, 20, 'the rest came back once the session had ended')
+  const received = new Int16Array(fake.sessions[1]!.audio.buffer, fake.sessions[1]!.audio.byteOffset, fake.sessions[1]!.audio.length / 2)
+  assert.equal(received[0], 11, 'the session got the kept audio intact')
+  assert.equal(received.at(-1), 30)
 })
 
 test('UpstreamLink passes partials with the session offset only while a partial listener is set', async (t) => {
