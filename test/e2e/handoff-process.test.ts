@@ -105,6 +105,7 @@ test('a SIGTERMed replica hands a 100 s two-party call to the other replica: A e
   // Mid-call, a turn or so in the middle of the second repetition.
   await new Promise((resolve) => setTimeout(resolve, 45_000 - live.nowMs))
   const signalledAt = performance.now()
+  proxy.terminating(a.url)
   a.process.kill('SIGTERM')
   const exit = await a.exited
   const exitAfterMs = performance.now() - signalledAt

@@ -17,6 +17,11 @@ export interface ReadyProxy {
   backends: string[]
   /** Upgrades routed so far, per backend origin. */
   upgrades: Map<string, number>
+  /**
+   * Takes a backend out at once, as Kubernetes takes a terminating pod out of a Service's ready
+   * endpoints the moment it is deleted, before its SIGTERM, rather than when a readiness probe notices.
+   */
+  terminating (backend: string): void
   close (): Promise<void>
 }
 
@@ -24,6 +29,7 @@ const POLL_MS = 100
 
 export async function startReadyProxy (backends: string[], port = 0): Promise<ReadyProxy> {
   const ready = new Set<string>()
+  const gone = new Set<string>()
   const upgrades = new Map<string, number>()
   const sockets = new Set<Socket>()
   let next = 0
@@ -34,7 +40,7 @@ export async function startReadyProxy (backends: string[], port = 0): Promise<Re
       try {
         const response = await fetch(`${backend}/readyz`, { signal: AbortSignal.timeout(1000) })
         await response.arrayBuffer()
-        if (response.status === 200) ready.add(backend)
+        if (response.status === 200 && !gone.has(backend)) ready.add(backend)
         else ready.delete(backend)
       } catch {
         ready.delete(backend)
@@ -94,6 +100,10 @@ export async function startReadyProxy (backends: string[], port = 0): Promise<Re
     port: actualPort,
     backends,
     upgrades,
+    terminating (backend: string) {
+      gone.add(backend)
+      ready.delete(backend)
+    },
     async close () {
       if (closed) return
       closed = true
