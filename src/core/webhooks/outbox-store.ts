@@ -122,3 +122,24 @@ export interface OutboxStore {
   /** Idempotent. */
   close (): Awaitable<void>
 }
+
+/** An operator's view of one stored event from its columns, which both backends name alike. */
+export function outboxRow (row: Record<string, unknown>): OutboxRow {
+  return {
+    id: row.id as string,
+    callSid: row.call_sid as string,
+    streamSid: row.stream_sid as string,
+    sequence: row.sequence as number,
+    type: row.type as string,
+    state: row.state as OutboxState,
+    attempts: row.attempts as number,
+    createdAt: row.created_at as number,
+    queuedAt: row.queued_at as number,
+    nextAttemptAt: row.next_attempt_at as number | null,
+    lastAttemptAt: row.last_attempt_at as number | null,
+    lastStatus: row.last_status as number | null,
+    lastError: row.last_error as string | null,
+    notBefore: row.not_before as number | null,
+    deadAt: row.dead_at as number | null
+  }
+}

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import type { StatementSync } from 'node:sqlite'
 import type { OutgoingEvent } from './events.ts'
+import { outboxRow } from './outbox-store.ts'
 import type { CallSummary, DueEvent, FailureRecord, ListFilter, OutboxRow, OutboxState, OutboxStore, PauseState } from './outbox-store.ts'
 
 export type { CallSummary, DueEvent, FailureRecord, OutboxRow, OutboxState, PauseState } from './outbox-store.ts'
@@ -237,23 +238,7 @@ export class Outbox implements OutboxStore {
       FROM events WHERE (:state IS NULL OR state = :state) AND (:call IS NULL OR call_sid = :call)
       ORDER BY created_at, stream_sid, sequence LIMIT :limit`)
       .all({ state: filter.state ?? null, call: filter.callSid ?? null, limit: filter.limit ?? -1 })
-    return rows.map((row) => ({
-      id: row.id as string,
-      callSid: row.call_sid as string,
-      streamSid: row.stream_sid as string,
-      sequence: row.sequence as number,
-      type: row.type as string,
-      state: row.state as OutboxState,
-      attempts: row.attempts as number,
-      createdAt: row.created_at as number,
-      queuedAt: row.queued_at as number,
-      nextAttemptAt: row.next_attempt_at as number | null,
-      lastAttemptAt: row.last_attempt_at as number | null,
-      lastStatus: row.last_status as number | null,
-      lastError: row.last_error as string | null,
-      notBefore: row.not_before as number | null,
-      deadAt: row.dead_at as number | null
-    }))
+    return rows.map((row) => outboxRow(row as Record<string, unknown>))
   }
 
   /** Pending and dead counts per call, the call with the oldest event first. */

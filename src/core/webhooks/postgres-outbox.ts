@@ -5,6 +5,7 @@ import type { CoreLogger } from '../log.ts'
 import { migrate } from '../postgres/migrations.ts'
 import type { OutgoingEvent } from './events.ts'
 import { LEASE_LOST } from './http-attempt.ts'
+import { outboxRow } from './outbox-store.ts'
 import type { CallSummary, DueEvent, FailureRecord, ListFilter, OutboxRow, OutboxState, OutboxStore, PauseState } from './outbox-store.ts'
 
 export interface PostgresOutboxOptions {
@@ -238,23 +239,7 @@ export class PostgresOutbox implements OutboxStore {
         next_attempt_at, last_attempt_at, last_status, last_error, not_before, dead_at
       FROM outbox_events WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR call_sid = $2)
       ORDER BY created_at, stream_sid, sequence LIMIT $3`, [filter.state ?? null, filter.callSid ?? null, filter.limit ?? null])
-    return rows.map((row) => ({
-      id: row.id as string,
-      callSid: row.call_sid as string,
-      streamSid: row.stream_sid as string,
-      sequence: row.sequence as number,
-      type: row.type as string,
-      state: row.state as OutboxState,
-      attempts: row.attempts as number,
-      createdAt: row.created_at as number,
-      queuedAt: row.queued_at as number,
-      nextAttemptAt: row.next_attempt_at as number | null,
-      lastAttemptAt: row.last_attempt_at as number | null,
-      lastStatus: row.last_status as number | null,
-      lastError: row.last_error as string | null,
-      notBefore: row.not_before as number | null,
-      deadAt: row.dead_at as number | null
-    }))
+    return rows.map((row) => outboxRow(row as Record<string, unknown>))
   }
 
   async summary (): Promise<CallSummary[]> {
