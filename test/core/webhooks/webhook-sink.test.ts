@@ -302,9 +302,11 @@ test('events lost counter has a series for every reason before anything is lost'
 test('two replicas on one PostgreSQL outbox never attempt one stream at once and deliver it in order', async (t) => {
   const receiver = await new Receiver().listen()
   t.after(() => receiver.close())
-  receiver.reply = () => ({ status: 200, delayMs: 5 })
+  receiver.reply = () => ({ status: 200, delayMs: 20 })
   const location = await newLocation(t, 'postgres')
-  const a = await startSink(t, receiver.url, location)
+  // A works two streams at a time, so six streams of ten 20 ms answers keep it busy for well over a
+  // second; B polls every 100 ms. Without the limit A could drain everything before B looks.
+  const a = await startSink(t, receiver.url, location, { maxInFlight: 2 })
   const b = await startSink(t, receiver.url, location)
   // Calls live on A; B has nothing of its own and takes whatever streams are free.
   const bodies = await publishConcurrently(a.sink, 6, 10)
