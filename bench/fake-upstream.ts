@@ -3,7 +3,7 @@
  * bench/run.ts with an IPC channel: it answers `collect` with each session's audio byte count and the
  * arrival time of every binary frame (epoch ms), from which the outside latency is computed.
  * Arguments: the API key it accepts, then (with `--tls`) the PEM certificate and key files it serves
- * wss with.
+ * wss with. BENCH_PARTIALS_PER_TURN in its environment sets the partials per turn (1).
  */
 import { readFileSync } from 'node:fs'
 import { startFakeAssemblyAi } from '../test/fakes/assemblyai-server.ts'
@@ -25,7 +25,10 @@ for (let i = 0; i < 1000; i++) {
 }
 
 const tls = certFile === undefined || keyFile === undefined ? undefined : { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') }
-const fake = await startFakeAssemblyAi({ apiKeys: [apiKey], script, recordAudio: false, ...(tls === undefined ? {} : { tls }) })
+// `--viewers` runs ask for a partial every 500 ms of speech (BENCH_PARTIALS_PER_TURN=20 over a 10 s
+// turn), more than u3-rt-pro's continuous partials, so watching is weighed at its dearest.
+const partialsPerTurn = Number(process.env.BENCH_PARTIALS_PER_TURN ?? 1)
+const fake = await startFakeAssemblyAi({ apiKeys: [apiKey], script, recordAudio: false, partialsPerTurn, ...(tls === undefined ? {} : { tls }) })
 const send = (message: ChildMessage): void => { process.send?.(message) }
 
 function callKey (query: URLSearchParams): string | null {

@@ -52,6 +52,8 @@ interface ServiceSetup {
   outbox: Outbox | null
   certificate: SelfSignedCertificate | null
   postgres: PostgresCluster | null
+  /** Live-view event streams per call (bench/viewers.ts); 0: none. */
+  viewers: number
 }
 
 function waitForHealth (url: string, service: ChildProcess): Promise<void> {
@@ -61,7 +63,7 @@ function waitForHealth (url: string, service: ChildProcess): Promise<void> {
 async function runService (setup: ServiceSetup): Promise<ServiceRun> {
   const { calls, seconds, chunkMs, staggerSeconds, warmupSeconds } = options
   const { outbox, certificate } = setup
-  const fake = forkChild('fake-upstream.ts', certificate === null ? [API_KEY] : [API_KEY, certificate.certFile, certificate.keyFile])
+  const fake = forkChild('fake-upstream.ts', certificate === null ? [API_KEY] : [API_KEY, certificate.certFile, certificate.keyFile], upstreamEnv())
   const receiver = outbox === null ? null : forkChild('webhook-receiver.ts')
   const upstreamUrl = (await nextMessage(fake, 'ready', 20_000)).url
   const webhookUrl = receiver === null ? null : (await nextMessage(receiver, 'ready', 20_000)).url
@@ -90,6 +92,9 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
     DRAIN_TIMEOUT_MS: '15000',
     AUDIO_CHUNK_MS: String(chunkMs)
   }
+  // Both runs of a --viewers comparison have the live view configured alike; only the watching differs.
+  const liveViewSecret = randomBytes(32).toString('base64url')
+  if (options.viewers > 0) env.LIVE_VIEW_SECRET = liveViewSecret
   // Trusted as a private CA would be: the service verifies the upstream's certificate as in production.
   if (certificate !== null) env.NODE_EXTRA_CA_CERTS = certificate.certFile
   if (webhookUrl !== null) {
@@ -114,8 +119,13 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
   const service = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/server.ts')], { cwd: dataDir, env, stdio: ['ignore', logFd, logFd] })
   closeSync(logFd)
   track(service)
+  let viewers: ChildProcess | null = null
   try {
     await waitForHealth(`${serviceUrl}/healthz`, service)
+    if (setup.viewers > 0) {
+      viewers = forkChild('viewers.ts', [serviceUrl, liveViewSecret, String(setup.viewers)])
+      await nextMessage(viewers, 'ready', 20_000)
+    }
     const pid = service.pid as number
     const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`
     const rest = await idle(pid)
@@ -126,6 +136,8 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
       pid,
       generator,
       upstreamPid: fake.pid ?? null,
+      viewersPid: viewers?.pid ?? null,
+      viewers: setup.viewers,
       databasePid: outbox === 'postgres' ? findProcess(['-p', String(setup.postgres!.port)]) : null,
       metricsUrl,
       rssIdleKb: rest.rssKb,
@@ -133,7 +145,7 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
       plan: makePlan({ kind: 'service', serviceUrl, authToken }, options),
       liveCalls: async () => (await scrape(metricsUrl)).get('medstream_calls_active') ?? 0
     }
-    const how = [outbox === null ? 'file sink' : `${outbox} outbox`, certificate === null ? 'ws upstream' : 'wss upstream', ...startFlags].join(', ')
+    const how = [outbox === null ? 'file sink' : `${outbox} outbox`, certificate === null ? 'ws upstream' : 'wss upstream', ...(options.viewers > 0 ? [`${setup.viewers} live-view viewers per call`] : []), ...startFlags].join(', ')
     log(`service (${how}): ${calls} calls, placing over ${staggerSeconds} s, warm-up ${warmupSeconds} s, measuring ${seconds} s…`)
     const { result, report, samples } = await measure(phase, options)
     const profileRange = { fromUs: samples[0]!.monotonicUs, toUs: samples[samples.length - 1]!.monotonicUs }
@@ -148,6 +160,13 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
     for (let i = 0; i < 50 && receiver !== null && ((await scrape(metricsUrl)).get('medstream_webhook_outbox_events{state="pending"}') ?? 0) > 0; i++) await sleep(200)
     const received = receiver === null ? null : await ask(receiver, { type: 'receiver-stats' }, 'receiver-stats')
     if (received !== null) log(`${String(outbox)} outbox: the receiver got ${received.events} events in ${received.requests} requests`)
+    // Each stream ends after its call's call.ended; a few seconds for the last ones to arrive.
+    let viewerStats = viewers === null ? null : (await ask(viewers, { type: 'viewer-stats' }, 'viewer-stats')).stats
+    for (let i = 0; i < 25 && viewers !== null && viewerStats !== null && viewerStats.streamsOpen > 0; i++) {
+      await sleep(200)
+      viewerStats = (await ask(viewers, { type: 'viewer-stats' }, 'viewer-stats')).stats
+    }
+    if (viewerStats !== null) log(`viewers: ${viewerStats.streamsOpened} streams for ${viewerStats.calls} calls, ${viewerStats.events['turn.partial']} partials, ${viewerStats.events['transcript.turn']} finals, ${viewerStats.events['call.ended']} call.ended, ${viewerStats.refused} refused, ${viewerStats.errors} errors`)
     await stopChild(service)
     const profile = options.cpuProf ? newestProfile(profileStartedAt, profileRange) : null
     return {
@@ -162,13 +181,15 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
         turns: total(final, 'medstream_turns_total'),
         webhookEventsReceived: received?.events ?? null,
         eventsLost: [...final.keys()].some((series) => series.startsWith('medstream_events_lost_total')) ? total(final, 'medstream_events_lost_total') : null,
-        callsFailed: result.callsFailed + (total(final, 'medstream_calls_total') - (final.get('medstream_calls_total{outcome="completed"}') ?? 0))
+        callsFailed: result.callsFailed + (total(final, 'medstream_calls_total') - (final.get('medstream_calls_total{outcome="completed"}') ?? 0)),
+        viewerStats
       }
     }
   } catch (error) {
     process.stderr.write(`service log (${logFile}):\n${readFileSync(logFile, 'utf8').slice(-4000)}\n`)
     throw error
   } finally {
+    if (viewers !== null) await stopChild(viewers)
     await stopChild(service)
     await stopChild(fake)
     if (receiver !== null) await stopChild(receiver)
@@ -181,7 +202,7 @@ async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null)
   let fake: ChildProcess | null = null
   let floor: ChildProcess
   if (kind === 'bridge') {
-    fake = forkChild('fake-upstream.ts', certificate === null ? [API_KEY] : [API_KEY, certificate.certFile, certificate.keyFile])
+    fake = forkChild('fake-upstream.ts', certificate === null ? [API_KEY] : [API_KEY, certificate.certFile, certificate.keyFile], upstreamEnv())
     const upstreamUrl = (await nextMessage(fake, 'ready', 20_000)).url
     // Trusted as the service trusts it: a private CA through NODE_EXTRA_CA_CERTS.
     floor = forkChild('bridge-floor.ts', [upstreamUrl, API_KEY], certificate === null ? {} : { NODE_EXTRA_CA_CERTS: certificate.certFile })
@@ -198,6 +219,8 @@ async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null)
       pid,
       generator: forkChild('load.ts'),
       upstreamPid: fake?.pid ?? null,
+      viewersPid: null,
+      viewers: 0,
       databasePid: null,
       metricsUrl: null,
       rssIdleKb: rest.rssKb,
@@ -215,6 +238,11 @@ async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null)
     await stopChild(floor)
     if (fake !== null) await stopChild(fake)
   }
+}
+
+/** The fake upstream's environment: partials every 500 ms of speech when viewers are weighed, for every phase alike. */
+function upstreamEnv (): Record<string, string> {
+  return options.viewers > 0 ? { BENCH_PARTIALS_PER_TURN: '20' } : {}
 }
 
 function newestProfile (since: number, range: { fromUs: number, toUs: number }): ProfileSummary | null {
@@ -243,8 +271,12 @@ async function main (opts: BenchOptions): Promise<void> {
   for (let round = 1; round <= opts.repeat; round++) {
     if (opts.repeat > 1) log(`round ${round} of ${opts.repeat}`)
     const runs: ServiceRun[] = []
+    // Without and with viewers, the first of the two alternating by round so drift favours neither.
+    const viewerCounts = opts.viewers === 0 ? [0] : round % 2 === 1 ? [0, opts.viewers] : [opts.viewers, 0]
     for (const outbox of opts.outboxes.length === 0 ? [null] : opts.outboxes) {
-      runs.push(await runService({ outbox, certificate, postgres }))
+      const measured: ServiceRun[] = []
+      for (const viewers of viewerCounts) measured.push(await runService({ outbox, certificate, postgres, viewers }))
+      runs.push(...measured.sort((a, b) => a.result.viewers - b.result.viewers))
     }
     const floors: Floors = {}
     for (const kind of opts.floors) floors[kind] = await runFloor(kind, certificate)

@@ -66,15 +66,31 @@ export interface UpstreamSessionReport {
   arrivals: Float64Array
 }
 
+/** What bench/viewers.ts saw: calls it found live, event streams it opened and what they carried. */
+export interface ViewerStats {
+  calls: number
+  streamsOpened: number
+  streamsOpen: number
+  /** Ended by the service after the call's call.ended. */
+  streamsEnded: number
+  /** Answered other than 200. */
+  refused: number
+  errors: number
+  events: { 'turn.partial': number, 'transcript.turn': number, 'call.ended': number }
+  bytes: number
+}
+
 export type ChildMessage =
   | { type: 'ready', url: string }
   | LoadReport
   | { type: 'sessions', sessions: UpstreamSessionReport[] }
   | { type: 'floor-stats', connections: number, frames: number, payloadBytes: number }
   | { type: 'receiver-stats', requests: number, events: number }
+  | { type: 'viewer-stats', stats: ViewerStats }
 
 export type ParentMessage =
   | { type: 'plan', plan: LoadPlan }
   | { type: 'collect', fromAt: number }
   | { type: 'floor-stats' }
   | { type: 'receiver-stats' }
+  | { type: 'viewer-stats' }

@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { nextMessage, tell } from './children.ts'
-import type { LoadPlan, LoadReport, UpstreamSessionReport } from './ipc.ts'
+import type { LoadPlan, LoadReport, UpstreamSessionReport, ViewerStats } from './ipc.ts'
 import type { BenchOptions, Outbox } from './options.ts'
 import { bucketMaxBound, bucketQuantile, bucketQuantileBound, histogramBetween, scrape } from './prometheus.ts'
 import type { Scrape } from './prometheus.ts'
@@ -37,6 +37,7 @@ export interface Sample {
   systemCpuSeconds: number
   generatorCpuSeconds: number
   upstreamCpuSeconds: number
+  viewersCpuSeconds: number
   /** The PostgreSQL server's, its backends included; 0 without one. */
   databaseCpuSeconds: number
   machine: { busy: number, total: number }
@@ -69,6 +70,12 @@ export interface PhaseResult {
   systemCpuShare: number
   generatorCpuPercent: number
   upstreamCpuPercent: number | null
+  /** bench/viewers.ts's CPU, % of a core; null without viewers. */
+  viewersCpuPercent: number | null
+  /** Live-view event streams per call during the run (`--viewers`); 0 for the floors. */
+  viewers: number
+  /** What the viewers received, the whole run; null without viewers. */
+  viewerStats: ViewerStats | null
   /** The PostgreSQL server's CPU (all its processes) per call-minute; null without one. */
   databaseCpuPerCallMinute: number | null
   /** Of the whole machine (every core), everything on it included. */
@@ -122,6 +129,10 @@ export interface Phase {
   pid: number
   generator: ChildProcess
   upstreamPid: number | null
+  /** bench/viewers.ts, when the run has live-view viewers. */
+  viewersPid: number | null
+  /** Event streams per call the viewers open; 0 without. */
+  viewers: number
   /** The PostgreSQL server (postmaster) of a postgres outbox run. */
   databasePid: number | null
   metricsUrl: string | null
@@ -164,6 +175,7 @@ async function takeSample (phase: Phase): Promise<Sample> {
     systemCpuSeconds: times.system,
     generatorCpuSeconds: phase.generator.pid === undefined ? 0 : cpuSeconds(phase.generator.pid),
     upstreamCpuSeconds: phase.upstreamPid === null ? 0 : cpuSeconds(phase.upstreamPid),
+    viewersCpuSeconds: phase.viewersPid === null ? 0 : cpuSeconds(phase.viewersPid),
     databaseCpuSeconds: phase.databasePid === null ? 0 : treeCpuSeconds(phase.databasePid),
     machine: machineJiffies(),
     // A scrape resets prom-client's event-loop delay histogram: each window's p99 is its own.
@@ -276,6 +288,8 @@ export async function measure (phase: Phase, options: BenchOptions): Promise<{ r
     samples,
     result: {
       target: phase.target,
+      viewers: phase.viewers,
+      viewerStats: null,
       outbox: phase.outbox,
       windowS,
       cpuSeconds: cpu,
@@ -284,6 +298,7 @@ export async function measure (phase: Phase, options: BenchOptions): Promise<{ r
       systemCpuShare: 100 * (last.systemCpuSeconds - first.systemCpuSeconds) / Math.max(cpu, 1e-9),
       generatorCpuPercent: 100 * (last.generatorCpuSeconds - first.generatorCpuSeconds) / windowS,
       upstreamCpuPercent: phase.upstreamPid === null ? null : 100 * (last.upstreamCpuSeconds - first.upstreamCpuSeconds) / windowS,
+      viewersCpuPercent: phase.viewersPid === null ? null : 100 * (last.viewersCpuSeconds - first.viewersCpuSeconds) / windowS,
       databaseCpuPerCallMinute: phase.databasePid === null ? null : (last.databaseCpuSeconds - first.databaseCpuSeconds) / (calls * windowS / 60),
       machineBusyPercent: 100 * jiffies,
       idleCpuPercent: phase.idleCpuPercent,

@@ -36,6 +36,11 @@ export interface BenchOptions {
    * local receiver. Empty: one run with the file sink (no WEBHOOK_URL).
    */
   outboxes: Outbox[]
+  /**
+   * Live-view event streams per call. With N > 0 each service run is made twice in a round, without
+   * viewers and with N per call, alternating which goes first; 0: no viewers, one run.
+   */
+  viewers: number
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -59,6 +64,9 @@ export const USAGE = `usage: npm run bench -- [options]
                    their medians over the rounds whose every phase had all calls live (1)
   --semi-space N   run the service with --max-semi-space-size=N (MiB) instead of npm start's,
                    to weigh the young generation's size against CPU and RSS
+  --viewers N      run the service twice per round: without live-view viewers, and with N event
+                   streams per call (bench/viewers.ts, per-call viewer tokens), to weigh what
+                   watching costs; the upstream then sends a partial every 500 ms of speech
   --cpu-prof       profile the service (its CPU figures then include the profiler)
   --soak           report RSS, heap, event-loop delay and CPU per 30 s window
   --help           this text
@@ -84,6 +92,7 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
         soak: { type: 'boolean', default: false },
         tls: { type: 'boolean', default: false },
         outbox: { type: 'string' },
+        viewers: { type: 'string', default: '0' },
         help: { type: 'boolean', default: false }
       }
     }))
@@ -120,13 +129,20 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
     semiSpaceMib: values['semi-space'] === undefined ? null : positiveInteger('semi-space', values['semi-space']),
     soak: values.soak,
     tls: values.tls,
-    outboxes: outboxes as Outbox[]
+    outboxes: outboxes as Outbox[],
+    viewers: nonNegativeInteger('viewers', values.viewers)
   }
 }
 
 function positiveInteger (name: string, raw: string | undefined): number {
   const value = Number(raw)
   if (!Number.isInteger(value) || value < 1) fail(`--${name} must be a positive integer, got ${String(raw)}`)
+  return value
+}
+
+function nonNegativeInteger (name: string, raw: string | undefined): number {
+  const value = Number(raw)
+  if (!Number.isInteger(value) || value < 0) fail(`--${name} must be an integer ≥ 0, got ${String(raw)}`)
   return value
 }
 

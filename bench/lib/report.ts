@@ -11,7 +11,7 @@ import { slope } from './stats.ts'
 import type { Distribution } from './stats.ts'
 
 /** cpuRatio: to the receive floor; bridgeCpuRatio: to the bridge floor. */
-export const TARGETS = { cpuRatio: 1.5, bridgeCpuRatio: 1.2, insideP99Ms: 5, outsideP99Ms: 20, rssPerCallKb: 400 }
+export const TARGETS = { cpuRatio: 1.5, bridgeCpuRatio: 1.2, insideP99Ms: 5, outsideP99Ms: 20, rssPerCallKb: 400, viewersCpuRatio: 1.15 }
 
 export interface ServiceRun {
   result: PhaseResult
@@ -42,9 +42,18 @@ function heapAtEnd (phase: PhaseResult): string {
   return `${fixed(last.heapUsedMb, 1)} / ${fixed(last.heapTotalMb, 1)}, ${fixed(last.externalMb, 1)}`
 }
 
-/** `service` alone; `service, sqlite outbox` … when the runs differ by outbox. */
+/** `service` alone; `service, sqlite outbox`, `service, 1 viewer per call` … when the runs differ. */
 function columnName (phase: PhaseResult): string {
-  return phase.outbox === null ? 'service' : `service, ${phase.outbox} outbox`
+  const parts = ['service']
+  if (phase.outbox !== null) parts.push(`${phase.outbox} outbox`)
+  if (phase.viewers > 0) parts.push(`${phase.viewers} viewer${phase.viewers === 1 ? '' : 's'} per call`)
+  return parts.join(', ')
+}
+
+/** The run of the same outbox without viewers, which a run with viewers is weighed against. */
+function withoutViewers (runs: PhaseResult[], run: PhaseResult): PhaseResult | null {
+  if (run.viewers === 0) return null
+  return runs.find((other) => other.viewers === 0 && other.outbox === run.outbox) ?? null
 }
 
 export function printReport (runs: ServiceRun[], floors: Floors, options: BenchOptions, machine: string): void {
@@ -90,6 +99,19 @@ export function printReport (runs: ServiceRun[], floors: Floors, options: BenchO
     ['calls live at window start / failed', ...perService((s) => `${s.callsActiveAtWindowStart} / ${s.callsFailed}`), ...floorCell((f) => `${f.callsActiveAtWindowStart} / ${f.callsFailed}`), ''],
     ['event-loop delay p99 / max (beyond 10 ms tick), ms', ...perService((s) => `${fixed(s.eventLoopP99Ms)} / ${fixed(s.eventLoopMaxMs)}`), ...noFloor, '']
   ]
+  if (services.some((service) => service.viewers > 0)) {
+    const viewerRatio = (s: PhaseResult): number | null => {
+      const base = withoutViewers(services, s)
+      return base === null ? null : s.cpuPerCallMinute / base.cpuPerCallMinute
+    }
+    const stats = (s: PhaseResult, cell: (v: NonNullable<PhaseResult['viewerStats']>) => string): string => s.viewerStats === null ? '' : cell(s.viewerStats)
+    rows.push(
+      ['with viewers ÷ without (CPU per call-minute)', ...perService((s) => viewerRatio(s) === null ? '' : `${fixed(viewerRatio(s))}×`), ...noFloor, `≤ ${TARGETS.viewersCpuRatio}× ${verdict(services.every((s) => { const r = viewerRatio(s); return r === null || r <= TARGETS.viewersCpuRatio }))}`],
+      ['  viewer streams opened / for calls / refused / errors', ...perService((s) => stats(s, (v) => `${v.streamsOpened} / ${v.calls} / ${v.refused} / ${v.errors}`)), ...noFloor, ''],
+      ['  events to viewers: partials / finals / call.ended', ...perService((s) => stats(s, (v) => `${v.events['turn.partial']} / ${v.events['transcript.turn']} / ${v.events['call.ended']}`)), ...noFloor, ''],
+      ['  viewers process CPU, % of a core', ...perService((s) => s.viewersCpuPercent === null ? '' : fixed(s.viewersCpuPercent, 1)), ...noFloor, '']
+    )
+  }
   if (services.some((service) => service.outbox !== null)) {
     rows.push(
       ['webhook events delivered per second', ...perService((s) => fixed(s.eventsPerSecond, 1)), ...noFloor, ''],
@@ -153,6 +175,8 @@ function roundFigures (rounds: Round[], calls: number): { perRound: Array<Record
       const name = columnName(run.result)
       row[name] = run.result.cpuPerCallMinute
       for (const [kind, floor] of Object.entries(floors)) row[`${name} ÷ ${kind} floor`] = run.result.cpuPerCallMinute / floor.cpuPerCallMinute
+      const base = withoutViewers(runs.map((other) => other.result), run.result)
+      if (base !== null) row[`${name} ÷ without viewers`] = run.result.cpuPerCallMinute / base.cpuPerCallMinute
     }
     for (const [kind, floor] of Object.entries(floors)) row[`${kind} floor`] = floor.cpuPerCallMinute
     return row
@@ -184,7 +208,7 @@ export function printRounds (rounds: Round[], calls: number): void {
 export function writeResults (resultsDir: string, startedAt: Date, rounds: Round[], options: BenchOptions, machine: string): string {
   mkdirSync(resultsDir, { recursive: true })
   const { calls, seconds } = options
-  const suffix = options.outboxes.length === 0 ? '' : `-${options.outboxes.join('-')}`
+  const suffix = `${options.outboxes.length === 0 ? '' : `-${options.outboxes.join('-')}`}${options.viewers > 0 ? `-viewers${options.viewers}` : ''}`
   const file = join(resultsDir, `${startedAt.toISOString().replace(/[:.]/g, '-')}-${calls}c-${seconds}s${options.tls ? '-tls' : ''}${suffix}.json`)
   const { runs, floors } = rounds[rounds.length - 1]!
   const first = runs[0]!
@@ -193,14 +217,14 @@ export function writeResults (resultsDir: string, startedAt: Date, rounds: Round
   writeFileSync(file, JSON.stringify({
     startedAt: startedAt.toISOString(),
     machine,
-    options: { calls, seconds, warmupSeconds: options.warmupSeconds, staggerSeconds: options.staggerSeconds, floors: options.floors, repeat: options.repeat, cpuProf: options.cpuProf, soak: options.soak, tls: options.tls, outboxes: options.outboxes },
+    options: { calls, seconds, warmupSeconds: options.warmupSeconds, staggerSeconds: options.staggerSeconds, floors: options.floors, repeat: options.repeat, cpuProf: options.cpuProf, soak: options.soak, tls: options.tls, outboxes: options.outboxes, viewers: options.viewers },
     derived: { cpuRatioToFloor: ratio(first.result, 'receive'), cpuRatioToBridgeFloor: ratio(first.result, 'bridge'), callsPerCoreAt70Percent: 0.7 * 60 / first.result.cpuPerCallMinute },
     targets: TARGETS,
     service: first.result,
     floor: floors.receive ?? null,
     floors,
     profile: first.profile,
-    ...(runs.length === 1 ? {} : { services: runs.map((run) => ({ outbox: run.result.outbox, cpuRatioToFloor: ratio(run.result, 'receive'), cpuRatioToBridgeFloor: ratio(run.result, 'bridge'), service: run.result, profile: run.profile })) }),
+    ...(runs.length === 1 ? {} : { services: runs.map((run) => ({ outbox: run.result.outbox, viewers: run.result.viewers, cpuRatioToFloor: ratio(run.result, 'receive'), cpuRatioToBridgeFloor: ratio(run.result, 'bridge'), service: run.result, profile: run.profile })) }),
     ...(rounds.length === 1 ? {} : { rounds: figures.perRound, medians: figures.medians, roundsCounted: figures.counted })
   }, null, 2) + '\n')
   return file
