@@ -497,3 +497,16 @@ test('k8s single-mode volume holds a full pod\'s outbox through a 24 h receiver 
   assert.ok(storage <= 2 * needed, `the single-mode claim (${storage} B) is more than twice what a 24 h outage at MAX_CALLS needs (${Math.round(needed)} B)`)
 })
 /* eslint-enable @typescript-eslint/no-explicit-any */
+
+test('the ingress-nginx example sends every path to the Service the HTTPRoute sends it to when the two are compared', () => {
+  const [ingress] = readDocs('k8s/examples/ingress-nginx.example.yaml') as any[]
+  assert.equal(ingress.kind, 'Ingress')
+  const ingressPaths = new Map<string, string>(ingress.spec.rules[0].http.paths.map((path: any) => [`${path.pathType === 'Prefix' ? 'PathPrefix' : path.pathType} ${path.path}`, path.backend.service.name]))
+  const routePaths = new Map<string, string>()
+  for (const rule of one('fleet', 'HTTPRoute').spec.rules) {
+    for (const match of rule.matches) routePaths.set(`${match.path.type} ${match.path.value}`, rule.backendRefs[0].name)
+  }
+  assert.deepEqual(Object.fromEntries(ingressPaths), Object.fromEntries(routePaths))
+  // A media stream or a live call lasts longer than ingress-nginx's 60 s default read timeout.
+  assert.ok(Number(ingress.metadata.annotations['nginx.ingress.kubernetes.io/proxy-read-timeout']) >= 14400)
+})
