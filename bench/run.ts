@@ -145,7 +145,7 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
       plan: makePlan({ kind: 'service', serviceUrl, authToken }, options),
       liveCalls: async () => (await scrape(metricsUrl)).get('medstream_calls_active') ?? 0
     }
-    const how = [outbox === null ? 'file sink' : `${outbox} outbox`, certificate === null ? 'ws upstream' : 'wss upstream', ...(options.viewers > 0 ? [`${setup.viewers} live-view viewers per call`] : []), ...startFlags].join(', ')
+    const how = [outbox === null ? 'file sink' : `${outbox} outbox`, certificate === null ? 'ws upstream' : 'wss upstream', ...(options.viewers > 0 ? [`live-view viewers per call: ${setup.viewers}`] : []), ...startFlags].join(', ')
     log(`service (${how}): ${calls} calls, placing over ${staggerSeconds} s, warm-up ${warmupSeconds} s, measuring ${seconds} s…`)
     const { result, report, samples } = await measure(phase, options)
     const profileRange = { fromUs: samples[0]!.monotonicUs, toUs: samples[samples.length - 1]!.monotonicUs }

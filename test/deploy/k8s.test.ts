@@ -499,14 +499,15 @@ test('k8s single-mode volume holds a full pod\'s outbox through a 24 h receiver 
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 test('the ingress-nginx example sends every path to the Service the HTTPRoute sends it to when the two are compared', () => {
-  const [ingress] = readDocs('k8s/examples/ingress-nginx.example.yaml') as any[]
-  assert.equal(ingress.kind, 'Ingress')
-  const ingressPaths = new Map<string, string>(ingress.spec.rules[0].http.paths.map((path: any) => [`${path.pathType === 'Prefix' ? 'PathPrefix' : path.pathType} ${path.path}`, path.backend.service.name]))
+  interface IngressPath { path: string, pathType: string, backend: { service: { name: string } } }
+  const [ingress] = readDocs('k8s/examples/ingress-nginx.example.yaml') as unknown as Array<Doc & { spec: { rules: Array<{ http: { paths: IngressPath[] } }> } }>
+  assert.equal(ingress?.kind, 'Ingress')
+  const ingressPaths = new Map<string, string>(ingress.spec.rules[0]!.http.paths.map((path) => [`${path.pathType === 'Prefix' ? 'PathPrefix' : path.pathType} ${path.path}`, path.backend.service.name]))
   const routePaths = new Map<string, string>()
   for (const rule of one('fleet', 'HTTPRoute').spec.rules) {
     for (const match of rule.matches) routePaths.set(`${match.path.type} ${match.path.value}`, rule.backendRefs[0].name)
   }
   assert.deepEqual(Object.fromEntries(ingressPaths), Object.fromEntries(routePaths))
   // A media stream or a live call lasts longer than ingress-nginx's 60 s default read timeout.
-  assert.ok(Number(ingress.metadata.annotations['nginx.ingress.kubernetes.io/proxy-read-timeout']) >= 14400)
+  assert.ok(Number(ingress.metadata.annotations?.['nginx.ingress.kubernetes.io/proxy-read-timeout']) >= 14400)
 })

@@ -1,3 +1,6 @@
+import { Agent as HttpAgent, request as httpRequest } from 'node:http'
+import type { IncomingHttpHeaders, RequestOptions } from 'node:http'
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { Webhook } from 'standardwebhooks'
 import { DeliveryError } from '../errors.ts'
 import { parseRetryAfterMs } from './retry-policy.ts'
@@ -23,6 +26,12 @@ export interface HttpAttemptOptions {
   now?: () => number
 }
 
+/** What came back: the status and the header a retry depends on. */
+interface Answer {
+  status: number
+  headers: IncomingHttpHeaders
+}
+
 /** What is sent: the stored bytes of one event under its stable `webhook-id`. */
 export interface AttemptEvent {
   id: string
@@ -31,10 +40,16 @@ export interface AttemptEvent {
 
 /**
  * One signed POST of one event (Standard Webhooks). Resolves with the status on 2xx; rejects with a
- * `DeliveryError` otherwise. Holds no state between attempts.
+ * `DeliveryError` otherwise. Holds no state between attempts but its keep-alive connections.
+ *
+ * `node:http(s)` with a keep-alive agent rather than `fetch`: measured on loopback, a POST costs the
+ * sender about a fifth of fetch's CPU (no WHATWG streams or Response objects per attempt), and the
+ * sender makes one per event.
  */
 export class HttpAttempt {
-  readonly #url: string
+  readonly #url: URL
+  readonly #request: typeof httpRequest
+  readonly #agent: HttpAgent
   readonly #signers: Webhook[]
   readonly #timeoutMs: number
   readonly #userAgent: string
@@ -53,7 +68,9 @@ export class HttpAttempt {
         throw new TypeError(`secret #${index + 1} is not whsec_ followed by base64; loadConfig validates WEBHOOK_SECRET`)
       }
     })
-    this.#url = url.href
+    this.#url = url
+    this.#request = url.protocol === 'https:' ? httpsRequest : httpRequest
+    this.#agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true })
     this.#timeoutMs = options.timeoutMs
     this.#userAgent = options.userAgent
     this.#now = options.now ?? Date.now
@@ -68,23 +85,21 @@ export class HttpAttempt {
     if (signal.aborted) onAbort()
     else signal.addEventListener('abort', onAbort, { once: true })
     const timer = setTimeout(() => controller.abort(TIMEOUT), this.#timeoutMs)
-    let response: Response
+    let answer: Answer
     try {
-      response = await fetch(this.#url, {
+      answer = await this.#post(event.body, {
         method: 'POST',
+        agent: this.#agent,
         headers: {
           'content-type': 'application/json',
+          'content-length': Buffer.byteLength(event.body),
           'user-agent': this.#userAgent,
           'webhook-id': event.id,
           'webhook-timestamp': String(timestamp.getTime() / 1000),
           'webhook-signature': signature
         },
-        // The stored serialization, byte for byte: the signature covers exactly these bytes.
-        body: event.body,
-        redirect: 'manual',
         signal: controller.signal
       })
-      await drain(response.body)
     } catch (err) {
       if (controller.signal.aborted) {
         const why = controller.signal.reason
@@ -98,25 +113,48 @@ export class HttpAttempt {
       clearTimeout(timer)
       signal.removeEventListener('abort', onAbort)
     }
-    const status = response.status
+    const status = answer.status
     if (status >= 200 && status < 300) return status
     const redirect = status >= 300 && status < 400
+    const retryAfter = answer.headers['retry-after']
     throw new DeliveryError(`webhook receiver answered ${status}`, {
       reason: redirect ? 'redirect' : 'status',
       status,
-      retryAfterMs: parseRetryAfterMs(response.headers.get('retry-after'), this.#now()),
+      retryAfterMs: parseRetryAfterMs(typeof retryAfter === 'string' ? retryAfter : null, this.#now()),
       retryable: status !== 410
     })
   }
-}
 
-/** Reads a short response so the connection can be reused; stops at 64 KiB. */
-async function drain (body: ReadableStream<Uint8Array> | null): Promise<void> {
-  if (body === null) return
-  let bytes = 0
-  for await (const chunk of body) {
-    bytes += chunk.byteLength
-    if (bytes > MAX_RESPONSE_BYTES) break
+  /** Closes the idle keep-alive connections. Idempotent. */
+  close (): void {
+    this.#agent.destroy()
+  }
+
+  /**
+   * Sends the body and reads a short answer so the connection can be reused: the whole body up to
+   * 64 KiB, beyond which the connection is dropped. Redirects are answers, not followed.
+   */
+  #post (body: string, options: RequestOptions): Promise<Answer> {
+    return new Promise((resolve, reject) => {
+      const request = this.#request(this.#url, options, (response) => {
+        const answer = { status: response.statusCode ?? 0, headers: response.headers }
+        let bytes = 0
+        let ended = false
+        response.on('data', (chunk: Buffer) => {
+          bytes += chunk.byteLength
+          if (bytes <= MAX_RESPONSE_BYTES) return
+          ended = true
+          response.destroy()
+          resolve(answer)
+        })
+        response.on('end', () => { ended = true; resolve(answer) })
+        response.on('error', reject)
+        // Cut off mid-answer (abort, timeout, a dropped connection): the attempt failed.
+        response.on('close', () => { if (!ended) reject(request.destroyed && options.signal?.aborted === true ? options.signal.reason : Object.assign(new Error('answer cut off'), { code: 'ECONNRESET' })) })
+      })
+      request.on('error', reject)
+      request.end(body)
+    })
   }
 }
 

@@ -169,6 +169,7 @@ export class WebhookSender {
       this.#closed = true
       this.#clearTimer()
       clearTimeout(deadlineTimer)
+      this.#http.close()
       try {
         await this.#refreshGauges()
       } catch {

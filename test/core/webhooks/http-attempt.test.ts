@@ -1,5 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { DeliveryError } from '../../../src/core/errors.ts'
 import { HttpAttempt, LEASE_LOST, SHUTDOWN } from '../../../src/core/webhooks/http-attempt.ts'
 import { freePort } from '../../helpers/net.ts'
@@ -63,4 +66,44 @@ test('http attempt names a network failure by its code, never the URL, when noth
   assert.equal(refused.reason, 'network:ECONNREFUSED')
   assert.equal(refused.retryable, true)
   assert.doesNotMatch(refused.message, /secret-path/)
+})
+
+test('http attempt keeps one connection for successive attempts, reads past a long answer, and fails when the answer is cut off', async (t) => {
+  let mode: 'ok' | 'long' | 'cut' = 'ok'
+  let connections = 0
+  const server = createServer((request, response) => {
+    request.resume()
+    request.on('end', () => {
+      if (mode === 'ok') {
+        response.end('ok')
+      } else if (mode === 'long') {
+        // Twice the 64 KiB the attempt reads: it answers with the status and drops the rest.
+        response.writeHead(200, { 'content-length': String(128 * 1024) })
+        response.end(Buffer.alloc(128 * 1024, 0x61))
+      } else {
+        response.writeHead(200, { 'content-length': '1000' })
+        response.write('partial')
+        setTimeout(() => response.socket?.destroy(), 20)
+      }
+    })
+  })
+  server.on('connection', () => { connections++ })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const attempt = new HttpAttempt({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`, secrets: [SECRET_OLD], timeoutMs: 2000, userAgent: 'medstream/test' })
+  t.after(() => {
+    attempt.close()
+    server.closeAllConnections()
+    server.close()
+  })
+  for (let i = 0; i < 5; i++) assert.equal(await attempt.send(event, Date.now(), new AbortController().signal), 200)
+  assert.equal(connections, 1, 'keep-alive: one connection for five attempts')
+  mode = 'long'
+  assert.equal(await attempt.send(event, Date.now(), new AbortController().signal), 200)
+  mode = 'cut'
+  const cut = await failure(attempt)
+  assert.match(cut.reason, /^network:/)
+  assert.equal(cut.retryable, true)
+  mode = 'ok'
+  assert.equal(await attempt.send(event, Date.now(), new AbortController().signal), 200, 'a later attempt gets a fresh connection')
 })
