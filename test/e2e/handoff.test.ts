@@ -202,55 +202,62 @@ async function endsWithin (stream: SseStream, ms: number): Promise<boolean> {
   return ended
 }
 
-test('a viewer on the ready replica follows a call across its handoff, and one resuming from segment 1 gets the rest once', { timeout: 90_000 }, async (t) => {
-  const fleet = await startFleet()
-  t.after(() => fleet.close())
-  const live = await startCallOnAWithBReady(fleet, 500)
-  const headers = { authorization: `Bearer ${mintViewerToken(loadLiveViewKey({ STREAM_TOKEN_SECRET }), live.callSid, Date.now(), 600)}` }
-  const path = `/live/calls/${live.callSid}/events`
-  // Opened on B while the call is live on A: B reads it from PostgreSQL.
-  const viewer = await openLiveEvents(`http://127.0.0.1:${(fleet.b.server.address() as AddressInfo).port}${path}`, headers)
-  t.after(() => viewer.abort())
-  assert.equal(viewer.status, 200, viewer.messages[0]?.data)
-  assert.equal(fleet.a.calls.has(live.callSid), true, 'the call is on A')
-  await viewer.waitFor((messages) => messages.some((message) => message.event === 'transcript.turn'), 15_000)
-  await new Promise((resolve) => setTimeout(resolve, 2000))
-  await drain(fleet.a)
+// On B, the viewer reads segment 1 from PostgreSQL and segment 2 in process; on A, the other way
+// round, and the one resuming then reaches a B that had the call from segment 2 only.
+for (const viewerOn of ['B', 'A'] as const) {
+  test(`a viewer on replica ${viewerOn} follows a call across its handoff, and one resuming from segment 1 gets the rest once`, { timeout: 90_000 }, async (t) => {
+    const fleet = await startFleet()
+    t.after(() => fleet.close())
+    const live = await startCallOnAWithBReady(fleet, 500)
+    const headers = { authorization: `Bearer ${mintViewerToken(loadLiveViewKey({ STREAM_TOKEN_SECRET }), live.callSid, Date.now(), 600)}` }
+    const path = `/live/calls/${live.callSid}/events`
+    const replica = viewerOn === 'A' ? fleet.a : fleet.b
+    // Opened while the call is live on A.
+    const viewer = await openLiveEvents(`http://127.0.0.1:${(replica.server.address() as AddressInfo).port}${path}`, headers)
+    t.after(() => viewer.abort())
+    assert.equal(viewer.status, 200, viewer.messages[0]?.data)
+    assert.equal(fleet.a.calls.has(live.callSid), true, 'the call is on A')
+    await viewer.waitFor((messages) => messages.some((message) => message.event === 'transcript.turn'), 15_000)
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    await drain(fleet.a)
 
-  // Once segment 1 is over for this viewer, another one comes back (through the load balancer, to
-  // B: A is draining) from a segment-1 final, as a page does after a dropped stream.
-  await viewer.waitFor((messages) => messages.some((message) => message.event === 'call.ended'), 30_000)
-  const resumeFrom = finalsOf(viewer.messages).filter((final) => final.type === 'transcript.turn')[0]?.id
-  assert.ok(resumeFrom != null)
-  const resumed = await openSse(`${fleet.proxy.url}${path}`, { ...headers, 'last-event-id': resumeFrom })
-  t.after(() => resumed.abort())
-  assert.equal(resumed.status, 200, resumed.messages[0]?.data)
+    // Once segment 1 is over for this viewer and B has started segment 2, another one comes back
+    // (through the load balancer, to B: A is draining) from a segment-1 final, as a page does after a
+    // dropped stream.
+    await viewer.waitFor((messages) => messages.some((message) => message.event === 'call.ended'), 30_000)
+    while (!fleet.b.live.has(live.callSid)) await new Promise((resolve) => setTimeout(resolve, 20))
+    const resumeFrom = finalsOf(viewer.messages).filter((final) => final.type === 'transcript.turn')[0]?.id
+    assert.ok(resumeFrom != null)
+    const resumed = await openSse(`${fleet.proxy.url}${path}`, { ...headers, 'last-event-id': resumeFrom })
+    t.after(() => resumed.abort())
+    assert.equal(resumed.status, 200, resumed.messages[0]?.data)
 
-  await live.ended
-  await receiver.waitFor((events) => callOver(events, live.callSid), 30_000)
-  assert.equal(await endsWithin(viewer, 10_000), true, 'the stream ends by itself after the last call.ended')
-  assert.equal(await endsWithin(resumed, 10_000), true, 'the resumed stream ends by itself too')
+    await live.ended
+    await receiver.waitFor((events) => callOver(events, live.callSid), 30_000)
+    assert.equal(await endsWithin(viewer, 10_000), true, 'the stream ends by itself after the last call.ended')
+    assert.equal(await endsWithin(resumed, 10_000), true, 'the resumed stream ends by itself too')
 
-  // What the webhook receiver got, rebuilt as a receiver does: the viewer's finals are the same.
-  const segments = segmentsOf(receiver.events, live.callSid)
-  assert.equal(segments.length, 2, fleet.logs())
-  const expected = segments.flatMap((segment) => [
-    ...segment.turns.map((turn) => ({ id: `${segment.started.segment as number}-${turn.sequence as number}`, type: 'transcript.turn', data: turn })),
-    { id: `${segment.started.segment as number}-${segment.ended.sequence as number}`, type: 'call.ended', data: segment.ended }
-  ])
-  const [first, second] = segments as [typeof segments[0], typeof segments[0]]
-  assert.ok(first.turns.length >= 1 && second.turns.length >= 1, 'each segment carries part of the call')
-  assert.equal(first.ended.reason, 'handed_off')
-  assert.equal(second.ended.reason, 'completed')
-  const finals = finalsOf(viewer.messages)
-  t.diagnostic(`viewer ids ${finals.map((final) => final.id).join(' ')}; expected ${expected.map((final) => final.id).join(' ')}`)
-  assert.deepEqual(finals, expected, 'segment 1\'s finals, call.ended handed_off, segment 2\'s finals, call.ended completed: each once, in order, as the webhooks carry them')
-  assert.equal(new Set(finals.map((final) => final.id)).size, finals.length, 'ids are unique across the segments')
-  assert.ok(viewer.messages.every((message) => (message.event === 'turn.partial') === (message.id === null)), 'only finals carry an id')
+    // What the webhook receiver got, rebuilt as a receiver does: the viewer's finals are the same.
+    const segments = segmentsOf(receiver.events, live.callSid)
+    assert.equal(segments.length, 2, fleet.logs())
+    const expected = segments.flatMap((segment) => [
+      ...segment.turns.map((turn) => ({ id: `${segment.started.segment as number}-${turn.sequence as number}`, type: 'transcript.turn', data: turn })),
+      { id: `${segment.started.segment as number}-${segment.ended.sequence as number}`, type: 'call.ended', data: segment.ended }
+    ])
+    const [first, second] = segments as [typeof segments[0], typeof segments[0]]
+    assert.ok(first.turns.length >= 1 && second.turns.length >= 1, 'each segment carries part of the call')
+    assert.equal(first.ended.reason, 'handed_off')
+    assert.equal(second.ended.reason, 'completed')
+    const finals = finalsOf(viewer.messages)
+    t.diagnostic(`viewer ids ${finals.map((final) => final.id).join(' ')}; expected ${expected.map((final) => final.id).join(' ')}`)
+    assert.deepEqual(finals, expected, 'segment 1\'s finals, call.ended handed_off, segment 2\'s finals, call.ended completed: each once, in order, as the webhooks carry them')
+    assert.equal(new Set(finals.map((final) => final.id)).size, finals.length, 'ids are unique across the segments')
+    assert.ok(viewer.messages.every((message) => (message.event === 'turn.partial') === (message.id === null)), 'only finals carry an id')
 
-  const after = expected.findIndex((final) => final.id === resumeFrom)
-  assert.deepEqual(finalsOf(resumed.messages), expected.slice(after + 1), `after ${resumeFrom}: the finals missed, then the rest, none twice`)
-})
+    const after = expected.findIndex((final) => final.id === resumeFrom)
+    assert.deepEqual(finalsOf(resumed.messages), expected.slice(after + 1), `after ${resumeFrom}: the finals missed, then the rest, none twice`)
+  })
+}
 
 /** A call that starts on A while B is not ready, then B becomes ready. */
 async function startCallOnAWithBReady (fleet: Fleet, firstMediaDelayMs: number, audio = shortCall): Promise<LiveCall> {
