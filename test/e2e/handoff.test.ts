@@ -14,7 +14,8 @@ import { after, before, test } from 'node:test'
 import { WebSocketServer } from 'ws'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.ts'
-import { loadConfig } from '../../src/config.ts'
+import { loadConfig, loadLiveViewKey } from '../../src/config.ts'
+import { mintViewerToken } from '../../src/core/live/viewer-token.ts'
 import { createLogger } from '../../src/logger.ts'
 import { mintHandoffParameters } from '../../src/core/twilio/handoff-token.ts'
 import { TwilioStreams } from '../../src/core/twilio/rest.ts'
@@ -30,6 +31,8 @@ import { startPostgres } from '../helpers/postgres.ts'
 import type { PostgresCluster } from '../helpers/postgres.ts'
 import { startReadyProxy } from '../helpers/ready-proxy.ts'
 import type { ReadyProxy } from '../helpers/ready-proxy.ts'
+import { openSse } from '../helpers/sse.ts'
+import type { SseMessage, SseStream } from '../helpers/sse.ts'
 import { startWebhookReceiver } from '../helpers/webhook-receiver.ts'
 import type { WebhookReceiver } from '../helpers/webhook-receiver.ts'
 
@@ -173,6 +176,86 @@ for (const delayMs of [0, 500, 2000]) {
     assert.equal(await metricValue(fleet.a, 'medstream_handoffs_total', { result: 'success' }), 1)
     assert.equal(await metricValue(fleet.a, 'medstream_calls_total', { outcome: 'handed_off' }), 1)
     assert.equal(await metricValue(fleet.b, 'medstream_calls_total', { outcome: 'completed' }), 1)
+  })
+}
+
+/** Opens a call's live events, again while the replica does not know the call yet (404) or its live view is not ready (503). */
+async function openLiveEvents (url: string, headers: Record<string, string>): Promise<SseStream> {
+  const until = Date.now() + 10_000
+  for (;;) {
+    const stream = await openSse(url, headers)
+    if (stream.status === 200 || Date.now() > until) return stream
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/** The finals (`id`, event type and data) a viewer got, in order; partials carry no id. */
+function finalsOf (messages: SseMessage[]): Array<{ id: string | null, type: string, data: unknown }> {
+  return messages.filter((message) => message.event !== 'turn.partial').map((message) => ({ id: message.id, type: message.event, data: JSON.parse(message.data) }))
+}
+
+/** Resolves true when the server ends the stream within `ms`, false otherwise. */
+async function endsWithin (stream: SseStream, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const ended = await Promise.race([stream.done.then(() => true), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), ms) })])
+  clearTimeout(timer)
+  return ended
+}
+
+// On B, the viewer reads segment 1 from PostgreSQL and segment 2 in process; on A, the other way
+// round, and the one resuming then reaches a B that had the call from segment 2 only.
+for (const viewerOn of ['B', 'A'] as const) {
+  test(`a viewer on replica ${viewerOn} follows a call across its handoff, and one resuming from segment 1 gets the rest once`, { timeout: 90_000 }, async (t) => {
+    const fleet = await startFleet()
+    t.after(() => fleet.close())
+    const live = await startCallOnAWithBReady(fleet, 500)
+    const headers = { authorization: `Bearer ${mintViewerToken(loadLiveViewKey({ STREAM_TOKEN_SECRET }), live.callSid, Date.now(), 600)}` }
+    const path = `/live/calls/${live.callSid}/events`
+    const replica = viewerOn === 'A' ? fleet.a : fleet.b
+    // Opened while the call is live on A.
+    const viewer = await openLiveEvents(`http://127.0.0.1:${(replica.server.address() as AddressInfo).port}${path}`, headers)
+    t.after(() => viewer.abort())
+    assert.equal(viewer.status, 200, viewer.messages[0]?.data)
+    assert.equal(fleet.a.calls.has(live.callSid), true, 'the call is on A')
+    await viewer.waitFor((messages) => messages.some((message) => message.event === 'transcript.turn'), 15_000)
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    await drain(fleet.a)
+
+    // Once segment 1 is over for this viewer and B has started segment 2, another one comes back
+    // (through the load balancer, to B: A is draining) from a segment-1 final, as a page does after a
+    // dropped stream.
+    await viewer.waitFor((messages) => messages.some((message) => message.event === 'call.ended'), 30_000)
+    while (!fleet.b.live.has(live.callSid)) await new Promise((resolve) => setTimeout(resolve, 20))
+    const resumeFrom = finalsOf(viewer.messages).filter((final) => final.type === 'transcript.turn')[0]?.id
+    assert.ok(resumeFrom != null)
+    const resumed = await openSse(`${fleet.proxy.url}${path}`, { ...headers, 'last-event-id': resumeFrom })
+    t.after(() => resumed.abort())
+    assert.equal(resumed.status, 200, resumed.messages[0]?.data)
+
+    await live.ended
+    await receiver.waitFor((events) => callOver(events, live.callSid), 30_000)
+    assert.equal(await endsWithin(viewer, 10_000), true, 'the stream ends by itself after the last call.ended')
+    assert.equal(await endsWithin(resumed, 10_000), true, 'the resumed stream ends by itself too')
+
+    // What the webhook receiver got, rebuilt as a receiver does: the viewer's finals are the same.
+    const segments = segmentsOf(receiver.events, live.callSid)
+    assert.equal(segments.length, 2, fleet.logs())
+    const expected = segments.flatMap((segment) => [
+      ...segment.turns.map((turn) => ({ id: `${segment.started.segment as number}-${turn.sequence as number}`, type: 'transcript.turn', data: turn })),
+      { id: `${segment.started.segment as number}-${segment.ended.sequence as number}`, type: 'call.ended', data: segment.ended }
+    ])
+    const [first, second] = segments as [typeof segments[0], typeof segments[0]]
+    assert.ok(first.turns.length >= 1 && second.turns.length >= 1, 'each segment carries part of the call')
+    assert.equal(first.ended.reason, 'handed_off')
+    assert.equal(second.ended.reason, 'completed')
+    const finals = finalsOf(viewer.messages)
+    t.diagnostic(`viewer ids ${finals.map((final) => final.id).join(' ')}; expected ${expected.map((final) => final.id).join(' ')}`)
+    assert.deepEqual(finals, expected, 'segment 1\'s finals, call.ended handed_off, segment 2\'s finals, call.ended completed: each once, in order, as the webhooks carry them')
+    assert.equal(new Set(finals.map((final) => final.id)).size, finals.length, 'ids are unique across the segments')
+    assert.ok(viewer.messages.every((message) => (message.event === 'turn.partial') === (message.id === null)), 'only finals carry an id')
+
+    const after = expected.findIndex((final) => final.id === resumeFrom)
+    assert.deepEqual(finalsOf(resumed.messages), expected.slice(after + 1), `after ${resumeFrom}: the finals missed, then the rest, none twice`)
   })
 }
 

@@ -62,10 +62,29 @@ interface StoredFinal extends LiveEvent {
 }
 
 /**
+ * A later segment of a call whose events came before the current one ended: in fleet mode the new
+ * replica's `call.started` (and even turns) can beat the old replica's last turns and its `handed_off`
+ * `call.ended`. They wait here, so viewers get every segment whole and in order.
+ */
+interface LaterSegment {
+  streamSid: string
+  /** The sequence of its `call.started`. */
+  startSequence: number
+  lastSequence: number
+  finals: Array<{ final: StoredFinal, data: Record<string, unknown> }>
+}
+
+/**
  * A 2-hour call holds ~700 turns of ~3 KB (`words` dominate): ~2 MB. Past this many finals the oldest
  * go, and a viewer resuming from before them gets what is left.
  */
 const MAX_FINALS_PER_CALL = 4096
+/**
+ * How long a later segment waits for the current one's `handed_off` end (the old replica collects its
+ * last turns first, within its Terminate timeout). Past it, the old replica is taken to have died
+ * after the cut: viewers move on to the later segment without the rest of the current one.
+ */
+const HANDOFF_HOLD_MS = 30_000
 
 /** Parses a `Last-Event-ID` of ours; anything else resumes from the beginning. */
 export function parseEventId (value: string | undefined): ResumePoint | null {
@@ -77,6 +96,8 @@ export function parseEventId (value: string | undefined): ResumePoint | null {
 
 class LiveCall {
   readonly callSid: string
+  /** The segment this process first heard of: above 1 when it took the call over from another replica. */
+  readonly firstSegment: number
   streamSid: string
   segment: number
   readonly startedAt: string
@@ -84,7 +105,12 @@ class LiveCall {
   turnCount = 0
   lastRole: string | null = null
   ended = false
+  /** The current segment ended with `handed_off`: the call goes on in the next one. */
+  handedOff = false
   readonly finals: StoredFinal[] = []
+  /** Later segments waiting for the current one to end, by segment number. */
+  readonly later = new Map<number, LaterSegment>()
+  holdTimer: NodeJS.Timeout | null = null
   readonly viewers = new Set<LiveViewer>()
   source: PartialSource | null = null
   // Partial rate cap: the newest partial not yet sent waits for the interval to pass.
@@ -101,6 +127,7 @@ class LiveCall {
 
   constructor (callSid: string, streamSid: string, segment: number, startedAt: string) {
     this.callSid = callSid
+    this.firstSegment = segment
     this.streamSid = streamSid
     this.segment = segment
     this.startedAt = startedAt
@@ -112,9 +139,11 @@ class LiveCall {
     if (this.partialTimer !== null) clearTimeout(this.partialTimer)
     if (this.graceTimer !== null) clearTimeout(this.graceTimer)
     if (this.leaseTimer !== null) clearTimeout(this.leaseTimer)
+    if (this.holdTimer !== null) clearTimeout(this.holdTimer)
     this.partialTimer = null
     this.graceTimer = null
     this.leaseTimer = null
+    this.holdTimer = null
     this.pendingPartial = null
   }
 }
@@ -217,6 +246,20 @@ export class LiveHub {
     return call === undefined ? null : { segment: call.lastSegment, sequence: call.lastSequence }
   }
 
+  /**
+   * Fleet mode: forgets a call this process knows only from a later segment (it took the call over
+   * from another replica) while nobody views it here, so that a catch-up reads the call again from
+   * its first segment. Returns whether it did.
+   */
+  forgetIfPartial (callSid: string): boolean {
+    const call = this.#calls.get(callSid)
+    if (call === undefined || call.firstSegment <= 1 || call.viewers.size > 0) return false
+    call.clearTimers()
+    this.#detachSource(call)
+    this.#calls.delete(callSid)
+    return true
+  }
+
   /** Calls with viewers here whose partials come from another replica (no local source). */
   watchedElsewhere (): Array<{ callSid: string, streamSid: string }> {
     const calls: Array<{ callSid: string, streamSid: string }> = []
@@ -273,30 +316,74 @@ export class LiveHub {
       this.#calls.set(event.callSid, call)
       return
     }
-    // Taken already (fleet mode sees its own events twice: in process and from PostgreSQL).
-    if (segment <= call.segment) return
-    call.lastSegment = segment
-    call.lastSequence = event.sequence
-    // The next segment of a call handed off to this process: same call, same viewers.
-    this.#detachSource(call)
-    if (call.graceTimer !== null) clearTimeout(call.graceTimer)
-    call.graceTimer = null
-    call.ended = false
-    call.streamSid = event.streamSid
-    call.segment = segment
-    if (call.viewers.size > 0) this.#attachSource(call)
+    // Taken already (fleet mode sees its own events twice: in process and from PostgreSQL), or an
+    // earlier segment's, too late.
+    if (segment <= call.segment || call.later.has(segment) || call.ended) return
+    // The next segment of a call handed off: same call, same viewers, once the current segment is over.
+    call.later.set(segment, { streamSid: event.streamSid, startSequence: event.sequence, lastSequence: event.sequence, finals: [] })
+    this.#advance(call, false)
   }
 
   #onFinal (event: OutgoingEvent, data: Record<string, unknown>): void {
     const call = this.#calls.get(event.callSid)
-    if (call === undefined) return
-    if (call.segment < call.lastSegment || (call.segment === call.lastSegment && event.sequence <= call.lastSequence)) return
-    call.lastSegment = call.segment
-    call.lastSequence = event.sequence
-    const final: StoredFinal = { type: event.type as LiveEventType, id: `${call.segment}-${event.sequence}`, data: JSON.stringify(data), segment: call.segment, sequence: event.sequence }
+    if (call === undefined || call.ended) return
+    if (event.streamSid !== call.streamSid) {
+      for (const [segment, later] of call.later) {
+        if (later.streamSid !== event.streamSid) continue
+        if (event.sequence <= later.lastSequence) return
+        later.lastSequence = event.sequence
+        later.finals.push({ final: { type: event.type as LiveEventType, id: `${segment}-${event.sequence}`, data: JSON.stringify(data), segment, sequence: event.sequence }, data })
+        return
+      }
+      // An earlier segment's, after viewers moved on: too late for them.
+      return
+    }
+    if (event.sequence <= call.lastSequence) return
+    this.#take(call, { type: event.type as LiveEventType, id: `${call.segment}-${event.sequence}`, data: JSON.stringify(data), segment: call.segment, sequence: event.sequence }, data)
+    if (call.handedOff) this.#advance(call, false)
+  }
+
+  /**
+   * Moves the call on to its next segment once the current one is handed off (with `force`: to the
+   * first later segment, whatever became of the current one), and gives viewers what that segment
+   * held back. While a later segment still waits, a timer bounds the wait.
+   */
+  #advance (call: LiveCall, force: boolean): void {
+    while (!call.ended && call.later.size > 0) {
+      let segment: number | null = call.handedOff && call.later.has(call.segment + 1) ? call.segment + 1 : null
+      if (segment === null && force) segment = Math.min(...call.later.keys())
+      if (segment === null) break
+      force = false
+      const next = call.later.get(segment) as LaterSegment
+      call.later.delete(segment)
+      this.#detachSource(call)
+      call.handedOff = false
+      call.streamSid = next.streamSid
+      call.segment = segment
+      call.lastSegment = segment
+      call.lastSequence = next.startSequence
+      if (call.viewers.size > 0) this.#attachSource(call)
+      for (const { final, data } of next.finals) this.#take(call, final, data)
+    }
+    if (call.later.size === 0 || call.ended) {
+      if (call.holdTimer !== null) clearTimeout(call.holdTimer)
+      call.holdTimer = null
+    } else if (call.holdTimer === null) {
+      call.holdTimer = setTimeout(() => {
+        call.holdTimer = null
+        this.#advance(call, true)
+      }, HANDOFF_HOLD_MS)
+      call.holdTimer.unref()
+    }
+  }
+
+  /** A final of the current segment, in order: kept for resumes and sent to the viewers. */
+  #take (call: LiveCall, final: StoredFinal, data: Record<string, unknown>): void {
+    call.lastSegment = final.segment
+    call.lastSequence = final.sequence
     call.finals.push(final)
     if (call.finals.length > MAX_FINALS_PER_CALL) call.finals.shift()
-    if (event.type === 'transcript.turn') {
+    if (final.type === 'transcript.turn') {
       call.turnCount++
       call.lastRole = typeof data.role === 'string' ? data.role : null
       // A partial still waiting for its turn would arrive after the final that replaced it.
@@ -308,11 +395,15 @@ export class LiveHub {
       }
     }
     for (const viewer of call.viewers) this.#send(viewer, final)
-    if (event.type !== 'call.ended') return
+    if (final.type !== 'call.ended') return
     call.clearTimers()
     this.#detachSource(call)
     // After a handoff the call goes on in another stream: viewers stay for the next segment.
-    if (data.reason === 'handed_off') return
+    if (data.reason === 'handed_off') {
+      call.handedOff = true
+      return
+    }
+    call.later.clear()
     call.ended = true
     for (const viewer of call.viewers) {
       this.#options.onViewerCount?.(-1)

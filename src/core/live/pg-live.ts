@@ -147,12 +147,13 @@ export class PgLive {
 
   /**
    * Opens a viewer on any replica: the call's stored events are loaded here first when this process
-   * does not have the call yet. Null when no replica has it (or it ended longer ago than the grace).
+   * does not have the call yet, or has it only from a later segment. Null when no replica has it (or it ended longer ago than the grace).
    */
   async open (callSid: string, lastEventId: string | undefined, viewer: LiveViewer): Promise<{ close: () => void } | null> {
     const { hub } = this.#options
     if (!this.#ready) throw new LiveUnavailableError()
-    if (!hub.has(callSid)) await this.#chainAwait(callSid, () => this.#catchUp(callSid))
+    // A call taken over from another replica is known here from its later segment only: read it whole.
+    if (!hub.has(callSid) || hub.forgetIfPartial(callSid)) await this.#chainAwait(callSid, () => this.#catchUp(callSid))
     const subscription = hub.subscribe(callSid, lastEventId, viewer)
     if (subscription !== null) this.#pingWatches()
     return subscription

@@ -145,6 +145,63 @@ test('hub keeps viewers across a handed_off call.ended and numbers the next segm
   assert.equal(hub.list()[0]?.segment, 2)
 })
 
+test('hub holds a next segment that starts before the current one has ended, then gives both in order', (t) => {
+  const { hub, publish } = setup(t)
+  publish('call.started')
+  publish('transcript.turn', { role: 'agent', upstream: { turn_order: 0 } })
+  const v = viewer()
+  hub.subscribe(CALL, undefined, v)
+  const next = (type: 'call.started' | 'transcript.turn' | 'call.ended', fields: Record<string, unknown>) => {
+    hub.publishFinal(serializeEvent(type, { call_sid: CALL, stream_sid: 'MZ2', ...fields } as unknown as EventData<typeof type>))
+  }
+  // The new replica learns the cut and starts while the old one still collects its last turns.
+  next('call.started', { sequence: 1, segment: 2 })
+  next('transcript.turn', { sequence: 2, role: 'customer', upstream: { turn_order: 0 } })
+  next('transcript.turn', { sequence: 2, role: 'customer', upstream: { turn_order: 0 } })
+  assert.deepEqual(v.events.map((event) => event.id), ['1-2'], 'segment 2 waits for segment 1 to end')
+  assert.equal(hub.list()[0]?.segment, 1)
+  publish('transcript.turn', { role: 'agent', upstream: { turn_order: 1 } })
+  publish('call.ended', { reason: 'handed_off' })
+  assert.deepEqual(v.events.map((event) => `${event.id} ${event.type}`), ['1-2 transcript.turn', '1-3 transcript.turn', '1-4 call.ended', '2-2 transcript.turn'])
+  assert.deepEqual(hub.lastFinal(CALL), { segment: 2, sequence: 2 })
+  // The old replica's events seen again (from PostgreSQL) are not taken twice.
+  publish('transcript.turn', { sequence: 3, role: 'agent', upstream: { turn_order: 1 } })
+  next('call.ended', { sequence: 3, reason: 'completed' })
+  assert.deepEqual(v.events.map((event) => event.id), ['1-2', '1-3', '1-4', '2-2', '2-3'])
+  assert.equal(v.ended, 1)
+  const resumed = viewer()
+  hub.subscribe(CALL, '1-3', resumed)
+  assert.deepEqual(resumed.events.map((event) => event.id), ['1-4', '2-2', '2-3'])
+})
+
+test('hub moves viewers on to the next segment when the current one never ends', (t) => {
+  const { hub, publish } = setup(t)
+  publish('call.started')
+  const v = viewer()
+  hub.subscribe(CALL, undefined, v)
+  const next = (type: 'call.started' | 'transcript.turn', fields: Record<string, unknown>) => {
+    hub.publishFinal(serializeEvent(type, { call_sid: CALL, stream_sid: 'MZ2', ...fields } as unknown as EventData<typeof type>))
+  }
+  next('call.started', { sequence: 1, segment: 2 })
+  next('transcript.turn', { sequence: 2, role: 'customer', upstream: { turn_order: 0 } })
+  t.mock.timers.tick(29_999)
+  assert.equal(v.events.length, 0, 'segment 2 waits')
+  t.mock.timers.tick(1)
+  assert.deepEqual(v.events.map((event) => event.id), ['2-2'], 'the old replica died after the cut: the call goes on without its last turns')
+  publish('transcript.turn', { role: 'agent', upstream: { turn_order: 1 } })
+  assert.deepEqual(v.events.map((event) => event.id), ['2-2'], 'an earlier segment\'s final after viewers moved on is not sent')
+})
+
+test('hub forgets a call it knows from a later segment only, and one with viewers never', (t) => {
+  const { hub } = setup(t)
+  hub.publishFinal(serializeEvent('call.started', { call_sid: CALL, stream_sid: 'MZ2', sequence: 1, segment: 2 } as unknown as EventData<'call.started'>))
+  assert.equal(hub.forgetIfPartial(CALL), true)
+  assert.equal(hub.has(CALL), false)
+  hub.publishFinal(serializeEvent('call.started', { call_sid: CALL, stream_sid: STREAM, sequence: 1, segment: 1 } as unknown as EventData<'call.started'>))
+  assert.equal(hub.forgetIfPartial(CALL), false, 'known from its first segment')
+  assert.equal(hub.has(CALL), true)
+})
+
 test('hub lists a live call with its turn count, last role and duration', (t) => {
   const { hub, publish } = setup(t)
   publish('call.started', { started_at: new Date(0).toISOString() })
