@@ -23,11 +23,11 @@ const TAIL_MS = 1000
  */
 const EVENT_LOOP_RESOLUTION_MS = 10
 /**
- * A histogram of how long publishing one event holds the service's event loop (the outbox write), if
- * the service exposes one: its name is not settled yet, so any label-less
- * `medstream_…publish…_seconds` histogram is taken.
+ * The histogram of how long publishing one event holds the service's event loop (the outbox write),
+ * `medstream_webhook_publish_seconds`; matched by pattern so an older build without it reads as
+ * "not exposed".
  */
-const PUBLISH_HISTOGRAM = /^(medstream_\w*publish\w*_seconds)_bucket\{le="/
+const PUBLISH_HISTOGRAM = /^(medstream_webhook_publish_seconds)_bucket\{le="/
 
 export interface Sample {
   at: number

@@ -32,6 +32,9 @@ export function createMetrics (registry: Registry, version: string) {
     bridgeLatency: new Histogram({ name: 'medstream_bridge_latency_seconds', help: 'Twilio frame that completes a chunk received to that chunk sent upstream.', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers }),
     webhookDeliveries: new Counter({ name: 'medstream_webhook_deliveries_total', help: 'Webhook delivery attempts, by result.', labelNames: ['result'] as const, registers }),
     webhookDelivery: new Histogram({ name: 'medstream_webhook_delivery_seconds', help: 'Duration of webhook delivery attempts.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30], registers }),
+    // How long handing one event to the outbox holds the event loop, which every call's audio shares:
+    // the SQLite transaction, or the push onto the PostgreSQL write queue.
+    webhookPublish: new Histogram({ name: 'medstream_webhook_publish_seconds', help: 'Time publishing one event to the webhook outbox holds the event loop.', buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025], registers }),
     webhookOutboxEvents: new Gauge({ name: 'medstream_webhook_outbox_events', help: 'Events in the durable outbox, by state.', labelNames: ['state'] as const, registers }),
     webhookOutboxOldestAge: new Gauge({ name: 'medstream_webhook_outbox_oldest_age_seconds', help: 'Age of the oldest pending event in the outbox.', registers }),
     // A 410 Gone pauses delivery until an operator resumes it, and that

@@ -20,7 +20,7 @@ export interface WebhookSinkOptions extends Omit<WebhookSenderOptions, 'outbox' 
   bufferBytes?: number
   /** Fleet mode: how the PostgreSQL outbox connects and leases (tests shorten the lease). */
   postgres?: Omit<PostgresOutboxOptions, 'url' | 'logger'>
-  metrics: WebhookMetrics & Pick<Metrics, 'eventsLost' | 'outboxBufferBytes'>
+  metrics: WebhookMetrics & Pick<Metrics, 'eventsLost' | 'outboxBufferBytes' | 'webhookPublish'>
   /**
    * The database holds a schema newer than this build (found after a start with the database
    * down): the process must stop. Default: throws from a timer, which ends the process.
@@ -138,6 +138,16 @@ export class WebhookSink implements EventSink {
     if (this.#closing) {
       throw new MedstreamError('MS_ERR_SINK_CLOSED', `event ${event.id} published after the webhook sink closed; publish every event before closing the sink`)
     }
+    const started = performance.now()
+    try {
+      this.#store(event)
+    } finally {
+      this.#metrics.webhookPublish.observe((performance.now() - started) / 1000)
+    }
+  }
+
+  /** Fleet mode queues the event for the next batch; the SQLite outbox commits it now. */
+  #store (event: OutgoingEvent): void {
     if (this.#queue !== null) {
       this.#queue.push(event)
       return

@@ -271,6 +271,21 @@ function contract (backend: Backend): void {
 
 for (const backend of BACKENDS) describe(`${backend} outbox`, () => { contract(backend) })
 
+for (const backend of BACKENDS) {
+  test(`webhook sink times every publish on the event loop when events go to the ${backend} outbox`, async (t) => {
+    const receiver = await new Receiver().listen()
+    t.after(() => receiver.close())
+    const { sink, metrics } = await startSink(t, receiver.url, await newLocation(t, backend))
+    for (let sequence = 1; sequence <= 3; sequence++) sink.publish(testEvent(1, sequence))
+    const { values } = await metrics.webhookPublish.get()
+    const count = values.find((value) => value.metricName === 'medstream_webhook_publish_seconds_count')?.value
+    const sum = values.find((value) => value.metricName === 'medstream_webhook_publish_seconds_sum')?.value ?? -1
+    assert.equal(count, 3, 'one observation per published event')
+    assert.ok(sum > 0 && sum < 1, `the three publishes took ${sum} s on the event loop`)
+    await receiver.waitFor(() => receiver.delivered.length === 3)
+  })
+}
+
 test('webhook sink counts and logs an event it cannot store when the SQLite outbox is closed under it', async (t) => {
   const receiver = await new Receiver().listen()
   t.after(() => receiver.close())
