@@ -150,9 +150,11 @@ export class HttpAttempt {
         response.on('end', () => { ended = true; resolve(answer) })
         response.on('error', reject)
         // Cut off mid-answer (abort, timeout, a dropped connection): the attempt failed.
-        response.on('close', () => { if (!ended) reject(request.destroyed && options.signal?.aborted === true ? options.signal.reason : Object.assign(new Error('answer cut off'), { code: 'ECONNRESET' })) })
+        // An abort is told apart by its signal in send().
+        response.on('close', () => { if (!ended) reject(Object.assign(new Error('answer cut off'), { code: 'ECONNRESET' })) })
       })
       request.on('error', reject)
+      // The stored serialization, byte for byte: the signature covers exactly these bytes.
       request.end(body)
     })
   }
