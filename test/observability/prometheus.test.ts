@@ -265,7 +265,7 @@ test('every alert expression evaluates and only the transcription and upstream e
   const pending = ['MedstreamTranscriptionFailing', 'MedstreamUpstreamErrorRateHigh']
   await waitUntil(`${pending.join(' and ')} to be pending`, async () => (await rules()).filter((rule) => pending.includes(rule.name) && rule.state === 'pending').length === pending.length)
   const loaded = await rules()
-  assert.equal(loaded.length, 12)
+  assert.equal(loaded.length, 13)
   for (const rule of loaded) {
     assert.equal(rule.type, 'alerting')
     assert.equal(rule.health, 'ok', `${rule.name}: ${rule.lastError ?? ''}`)
@@ -279,7 +279,7 @@ test('every alert expression evaluates and only the transcription and upstream e
   // the floor, although no reconnect happened (the ratio is per connect, not per new call).
   for (const name of ['MedstreamDown', 'MedstreamAbsent', 'MedstreamWebhookOutboxGrowing',
     'MedstreamWebhookOutboxStale', 'MedstreamWebhookDeadLetters', 'MedstreamWebhookEndpointPaused',
-    'MedstreamUpstreamAudioDropped', 'MedstreamCapacityRejections', 'MedstreamEventsLost']) {
+    'MedstreamUpstreamAudioDropped', 'MedstreamCapacityRejections', 'MedstreamEventsLost', 'MedstreamHandoffsFailing']) {
     assert.equal(states[name], 'inactive', name)
   }
   // MedstreamEventLoopDelayHigh is left out: its input depends on how busy this machine is.
