@@ -19,7 +19,7 @@ import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { freePort, waitForOk } from '../test/helpers/net.ts'
@@ -30,10 +30,10 @@ import { summarizeCpuProfile } from './lib/cpu-profile.ts'
 import type { ProfileSummary } from './lib/cpu-profile.ts'
 import { idle, makePlan, measure, outsideLatency } from './lib/measure.ts'
 import type { Phase, PhaseResult } from './lib/measure.ts'
-import { parseBenchOptions } from './lib/options.ts'
+import { fail, parseBenchOptions } from './lib/options.ts'
 import type { BenchOptions, Floor, Outbox } from './lib/options.ts'
 import { scrape, total } from './lib/prometheus.ts'
-import { describeMachine, findProcess } from './lib/proc.ts'
+import { describeMachine, findProcess, pinToCpu, withChildren } from './lib/proc.ts'
 import { distribution } from './lib/stats.ts'
 import { log, printReport, printRounds, writeResults } from './lib/report.ts'
 import type { Floors, Round, ServiceRun } from './lib/report.ts'
@@ -46,6 +46,9 @@ const PROFILE_DIR = join(RESULTS_DIR, 'prof')
 const API_KEY = 'bench-upstream-key'
 
 const options = parseBenchOptions()
+/** With --pin: where the measured process runs, and where everything else of the benchmark does. */
+const MEASURED_CPU = 0
+const OTHERS_CPU = 1
 
 /** What a service run needs besides the options: the upstream's certificate, the outbox's database. */
 interface ServiceSetup {
@@ -67,6 +70,7 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
   const receiver = outbox === null ? null : forkChild('webhook-receiver.ts')
   const upstreamUrl = (await nextMessage(fake, 'ready', 20_000)).url
   const webhookUrl = receiver === null ? null : (await nextMessage(receiver, 'ready', 20_000)).url
+  if (options.pin) pinToCpu([fake.pid, receiver?.pid], OTHERS_CPU)
   const port = await freePort()
   const metricsPort = await freePort()
   const dataDir = mkdtempSync(join(tmpdir(), 'medstream-bench-'))
@@ -121,15 +125,18 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
   track(service)
   let viewers: ChildProcess | null = null
   try {
+    if (options.pin) pinToCpu([service.pid], MEASURED_CPU)
     await waitForHealth(`${serviceUrl}/healthz`, service)
     if (setup.viewers > 0) {
       viewers = forkChild('viewers.ts', [serviceUrl, liveViewSecret, String(setup.viewers)])
       await nextMessage(viewers, 'ready', 20_000)
+      if (options.pin) pinToCpu([viewers.pid], OTHERS_CPU)
     }
     const pid = service.pid as number
     const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`
     const rest = await idle(pid)
     const generator = forkChild('load.ts')
+    if (options.pin) pinToCpu([generator.pid], OTHERS_CPU)
     const phase: Phase = {
       target: 'service',
       outbox,
@@ -212,12 +219,17 @@ async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null)
   try {
     const wsUrl = (await nextMessage(floor, 'ready', 20_000)).url
     const pid = floor.pid as number
+    const generator = forkChild('load.ts')
+    if (options.pin) {
+      pinToCpu([pid], MEASURED_CPU)
+      pinToCpu([fake?.pid, generator.pid], OTHERS_CPU)
+    }
     const rest = await idle(pid)
     const phase: Phase = {
       target: 'floor',
       outbox: null,
       pid,
-      generator: forkChild('load.ts'),
+      generator,
       upstreamPid: fake?.pid ?? null,
       viewersPid: null,
       viewers: 0,
@@ -263,9 +275,17 @@ async function main (opts: BenchOptions): Promise<void> {
   const machine = describeMachine()
   const startedAt = new Date()
   if (opts.tls) certificate = makeSelfSignedCertificate()
+  if (opts.pin) {
+    if (cpus().length < 2) fail('--pin needs at least 2 CPUs')
+    // This process too: it scrapes and samples while the calls run.
+    pinToCpu([process.pid], OTHERS_CPU)
+  }
   if (opts.outboxes.includes('postgres')) {
     log('starting a throwaway PostgreSQL cluster for the postgres outbox…')
     postgres = await startPostgres()
+    // Backends the server forks later inherit the binding of its postmaster.
+    const postmaster = findProcess(['-p', String(postgres.port)])
+    if (opts.pin && postmaster !== null) pinToCpu(withChildren(postmaster), OTHERS_CPU)
   }
   const rounds: Round[] = []
   for (let round = 1; round <= opts.repeat; round++) {

@@ -41,6 +41,11 @@ export interface BenchOptions {
    * viewers and with N per call, alternating which goes first; 0: no viewers, one run.
    */
   viewers: number
+  /**
+   * The measured process (service or floor) bound to CPU 0 and everything else of the benchmark to
+   * CPU 1, so the generator and the fake upstream do not take the measured process's core.
+   */
+  pin: boolean
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -67,6 +72,9 @@ export const USAGE = `usage: npm run bench -- [options]
   --viewers N      run the service twice per round: without live-view viewers, and with N event
                    streams per call (bench/viewers.ts, per-call viewer tokens), to weigh what
                    watching costs; the upstream then sends a partial every 500 ms of speech
+  --pin            bind the measured process (service or floor) to CPU 0 and the generator, the fake
+                   upstream, the receiver, the viewers and PostgreSQL to CPU 1 (taskset; 2+ CPUs),
+                   so event-loop delay and latency measure the service rather than its neighbours
   --cpu-prof       profile the service (its CPU figures then include the profiler)
   --soak           report RSS, heap, event-loop delay and CPU per 30 s window
   --help           this text
@@ -93,6 +101,7 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
         tls: { type: 'boolean', default: false },
         outbox: { type: 'string' },
         viewers: { type: 'string', default: '0' },
+        pin: { type: 'boolean', default: false },
         help: { type: 'boolean', default: false }
       }
     }))
@@ -130,7 +139,8 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
     soak: values.soak,
     tls: values.tls,
     outboxes: outboxes as Outbox[],
-    viewers: nonNegativeInteger('viewers', values.viewers)
+    viewers: nonNegativeInteger('viewers', values.viewers),
+    pin: values.pin
   }
 }
 

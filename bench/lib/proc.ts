@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { cpus, totalmem } from 'node:os'
 import { readdirSync, readFileSync } from 'node:fs'
 
@@ -94,4 +94,31 @@ export function describeMachine (): string {
   const list = cpus()
   const model = list[0]?.model.replace(/\s+/g, ' ').trim() ?? 'unknown CPU'
   return `${list.length} × ${model}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Linux, Node ${process.version}`
+}
+
+/** The pid and its direct children (a PostgreSQL server's postmaster and its backends). */
+export function withChildren (pid: number): number[] {
+  const pids = [pid]
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) pids.push(Number(entry))
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids
+}
+
+/**
+ * Binds each process (every thread of it) to one CPU with util-linux's `taskset`; a process it
+ * forks later inherits the binding. Throws when taskset fails, so `--pin` never measures unpinned.
+ */
+export function pinToCpu (pids: Array<number | undefined>, cpu: number): void {
+  for (const pid of pids) {
+    if (pid === undefined) continue
+    const result = spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { encoding: 'utf8' })
+    if (result.status !== 0) throw new Error(`taskset could not pin process ${pid} to CPU ${cpu}: ${result.error?.message ?? result.stderr.trim()}`)
+  }
 }

@@ -126,7 +126,7 @@ export function printReport (runs: ServiceRun[], floors: Floors, options: BenchO
   )
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)))
   const { calls, seconds, warmupSeconds, staggerSeconds } = options
-  console.log(`\nmedstream bench: ${calls} calls × ${seconds} s measured (warm-up ${warmupSeconds} s, placed over ${staggerSeconds} s)${options.tls ? ', upstream over wss' : ''}`)
+  console.log(`\nmedstream bench: ${calls} calls × ${seconds} s measured (warm-up ${warmupSeconds} s, placed over ${staggerSeconds} s)${options.tls ? ', upstream over wss' : ''}${options.pin ? ', measured process on CPU 0 and the rest on CPU 1' : ''}`)
   console.log(`machine: ${machine}${options.cpuProf ? '\nservice ran with --cpu-prof: its CPU figures include the profiler\'s overhead' : ''}\n`)
   for (const row of rows) console.log(row.map((cell, column) => column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!)).join('  '))
   for (const run of runs) {
@@ -217,7 +217,7 @@ export function writeResults (resultsDir: string, startedAt: Date, rounds: Round
   writeFileSync(file, JSON.stringify({
     startedAt: startedAt.toISOString(),
     machine,
-    options: { calls, seconds, warmupSeconds: options.warmupSeconds, staggerSeconds: options.staggerSeconds, floors: options.floors, repeat: options.repeat, cpuProf: options.cpuProf, soak: options.soak, tls: options.tls, outboxes: options.outboxes, viewers: options.viewers },
+    options: { calls, seconds, warmupSeconds: options.warmupSeconds, staggerSeconds: options.staggerSeconds, floors: options.floors, repeat: options.repeat, cpuProf: options.cpuProf, soak: options.soak, tls: options.tls, outboxes: options.outboxes, viewers: options.viewers, pin: options.pin },
     derived: { cpuRatioToFloor: ratio(first.result, 'receive'), cpuRatioToBridgeFloor: ratio(first.result, 'bridge'), callsPerCoreAt70Percent: 0.7 * 60 / first.result.cpuPerCallMinute },
     targets: TARGETS,
     service: first.result,
