@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import { MedstreamError } from '../errors.ts'
 import { LIVE_VIEW_MIGRATION } from '../live/schema.ts'
+import { inTransaction } from './transaction.ts'
 
 /**
  * The PostgreSQL schema, as an ordered list of migrations. Every replica runs `migrate` at start:
@@ -86,14 +87,7 @@ export class SchemaError extends MedstreamError {
  */
 export async function migrate (pool: pg.Pool, migrations: readonly Migration[] = MIGRATIONS): Promise<{ from: number, to: number }> {
   const latest = migrations.reduce((max, migration) => Math.max(max, migration.version), 0)
-  const client = await pool.connect()
-  // A connection cut while checked out is also emitted as 'error' on the client; the failed query
-  // reports it, so the event only needs a listener.
-  const onError = (): void => {}
-  client.on('error', onError)
-  let broken: Error | undefined
-  try {
-    await client.query('BEGIN')
+  return await inTransaction(pool, async (client) => {
     // Held until COMMIT: replicas that start together wait here, then find the work done.
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
     await client.query(`CREATE TABLE IF NOT EXISTS medstream_schema (
@@ -111,14 +105,6 @@ export async function migrate (pool: pg.Pool, migrations: readonly Migration[] =
       await client.query(migration.sql)
       await client.query('INSERT INTO medstream_schema (version, name) VALUES ($1, $2)', [migration.version, migration.name])
     }
-    await client.query('COMMIT')
     return { from, to: Math.max(from, latest) }
-  } catch (err) {
-    broken = err as Error
-    await client.query('ROLLBACK').catch(() => {})
-    throw err
-  } finally {
-    client.off('error', onError)
-    client.release(broken)
-  }
+  })
 }

@@ -143,3 +143,16 @@ export function outboxRow (row: Record<string, unknown>): OutboxRow {
     deadAt: row.dead_at as number | null
   }
 }
+
+/** A stream head to attempt, from the columns both backends name alike. */
+export function dueEvent (row: Record<string, unknown>): DueEvent {
+  return {
+    id: row.id as string,
+    callSid: row.call_sid as string,
+    streamSid: row.stream_sid as string,
+    sequence: row.sequence as number,
+    body: row.body as string,
+    attempts: row.attempts as number,
+    queuedAt: row.queued_at as number
+  }
+}

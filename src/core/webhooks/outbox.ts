@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import type { StatementSync } from 'node:sqlite'
 import type { OutgoingEvent } from './events.ts'
-import { outboxRow } from './outbox-store.ts'
+import { dueEvent, outboxRow } from './outbox-store.ts'
 import type { CallSummary, DueEvent, FailureRecord, ListFilter, OutboxRow, OutboxState, OutboxStore, PauseState } from './outbox-store.ts'
 
 export type { CallSummary, DueEvent, FailureRecord, OutboxRow, OutboxState, PauseState } from './outbox-store.ts'
@@ -166,17 +166,7 @@ export class Outbox implements OutboxStore {
    * the sender has no free slot.
    */
   * due (now: number): Generator<DueEvent> {
-    for (const row of this.#due.iterate(now)) {
-      yield {
-        id: row.id as string,
-        callSid: row.call_sid as string,
-        streamSid: row.stream_sid as string,
-        sequence: row.sequence as number,
-        body: row.body as string,
-        attempts: row.attempts as number,
-        queuedAt: row.queued_at as number
-      }
-    }
+    for (const row of this.#due.iterate(now)) yield dueEvent(row)
   }
 
   /** The earliest attempt time after `now` among stream heads, or null when nothing waits. */

@@ -3,9 +3,10 @@ import { hostname } from 'node:os'
 import pg from 'pg'
 import type { CoreLogger } from '../log.ts'
 import { migrate } from '../postgres/migrations.ts'
+import { inTransaction } from '../postgres/transaction.ts'
 import type { OutgoingEvent } from './events.ts'
 import { LEASE_LOST } from './http-attempt.ts'
-import { outboxRow } from './outbox-store.ts'
+import { dueEvent, outboxRow } from './outbox-store.ts'
 import type { CallSummary, DueEvent, FailureRecord, ListFilter, OutboxRow, OutboxState, OutboxStore, PauseState } from './outbox-store.ts'
 
 export interface PostgresOutboxOptions {
@@ -166,13 +167,7 @@ export class PostgresOutbox implements OutboxStore {
       ORDER BY stream_sid, sequence`, [streams, now])
     rows.sort((a, b) => (a.next_attempt_at as number) - (b.next_attempt_at as number))
     const due = rows.map((row) => ({
-      id: row.id as string,
-      callSid: row.call_sid as string,
-      streamSid: row.stream_sid as string,
-      sequence: row.sequence as number,
-      body: row.body as string,
-      attempts: row.attempts as number,
-      queuedAt: row.queued_at as number,
+      ...dueEvent(row),
       // Every row is of a stream leased just above; without one, no attempt.
       lease: signals.get(row.stream_sid as string) ?? AbortSignal.abort(LEASE_LOST)
     }))
@@ -370,25 +365,9 @@ export class PostgresOutbox implements OutboxStore {
 
   /** A transaction holding the advisory locks of `streams`, taken in sorted order so two never deadlock. */
   async #transaction<T> (streams: readonly string[], fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect()
-    // A connection cut while checked out (a server restart) is also emitted as 'error' on the
-    // client, which with no listener would end the process; the failed query reports it here.
-    const onError = (): void => {}
-    client.on('error', onError)
-    let broken: Error | undefined
-    try {
-      await client.query('BEGIN')
+    return await inTransaction(this.pool, async (client) => {
       for (const streamSid of [...streams].sort()) await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [STREAM_LOCK, streamSid])
-      const result = await fn(client)
-      await client.query('COMMIT')
-      return result
-    } catch (err) {
-      broken = err as Error
-      await client.query('ROLLBACK').catch(() => {})
-      throw err
-    } finally {
-      client.off('error', onError)
-      client.release(broken)
-    }
+      return await fn(client)
+    })
   }
 }
