@@ -39,21 +39,28 @@ export function cpuTimes (pid: number): { user: number, system: number } {
  */
 export function treeCpuSeconds (pid: number): number {
   let sum = 0
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    let fields: string[]
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    } catch {
-      continue // exited meanwhile
-    }
-    const self = Number(entry) === pid
-    if (!self && Number(fields[1]) !== pid) continue
+  for (const process of processStats()) {
+    if (process.pid !== pid && process.ppid !== pid) continue
     // utime, stime, cutime, cstime: fields 14–17 of the line, 12–15 after the command name.
+    const fields = process.fields
     sum += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS_PER_SECOND
   }
   return sum
+}
+
+/** Every process's /proc/<pid>/stat, split after the command name (so fields[1] is the parent pid). */
+function * processStats (): Generator<{ pid: number, ppid: number, fields: string[] }> {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+    } catch {
+      continue // exited meanwhile
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    yield { pid: Number(entry), ppid: Number(fields[1]), fields }
+  }
 }
 
 /** The pid of the process whose command line holds `args` in a row (e.g. a server's `-p 5432`). */
@@ -99,15 +106,7 @@ export function describeMachine (): string {
 /** The pid and its direct children (a PostgreSQL server's postmaster and its backends). */
 export function withChildren (pid: number): number[] {
   const pids = [pid]
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) pids.push(Number(entry))
-    } catch {
-      // exited meanwhile
-    }
-  }
+  for (const process of processStats()) if (process.ppid === pid) pids.push(process.pid)
   return pids
 }
 

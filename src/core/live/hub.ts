@@ -86,6 +86,11 @@ const MAX_FINALS_PER_CALL = 4096
  */
 const HANDOFF_HOLD_MS = 30_000
 
+/** A final as viewers get it and resumes find it: its SSE id is `<segment>-<sequence>`. */
+function storedFinal (event: OutgoingEvent, segment: number, data: Record<string, unknown>): StoredFinal {
+  return { type: event.type as LiveEventType, id: `${segment}-${event.sequence}`, data: JSON.stringify(data), segment, sequence: event.sequence }
+}
+
 /** Parses a `Last-Event-ID` of ours; anything else resumes from the beginning. */
 export function parseEventId (value: string | undefined): ResumePoint | null {
   if (value === undefined) return null
@@ -332,14 +337,14 @@ export class LiveHub {
         if (later.streamSid !== event.streamSid) continue
         if (event.sequence <= later.lastSequence) return
         later.lastSequence = event.sequence
-        later.finals.push({ final: { type: event.type as LiveEventType, id: `${segment}-${event.sequence}`, data: JSON.stringify(data), segment, sequence: event.sequence }, data })
+        later.finals.push({ final: storedFinal(event, segment, data), data })
         return
       }
       // An earlier segment's, after viewers moved on: too late for them.
       return
     }
     if (event.sequence <= call.lastSequence) return
-    this.#take(call, { type: event.type as LiveEventType, id: `${call.segment}-${event.sequence}`, data: JSON.stringify(data), segment: call.segment, sequence: event.sequence }, data)
+    this.#take(call, storedFinal(event, call.segment, data), data)
     if (call.handedOff) this.#advance(call, false)
   }
 
