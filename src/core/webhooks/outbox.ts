@@ -10,6 +10,26 @@ export type { CallSummary, DueEvent, FailureRecord, OutboxRow, OutboxState, Paus
 
 const SCHEMA_VERSION = 1
 const PAUSE_KEY = 'endpoint_paused'
+/**
+ * A delivery is written to the file with the next transaction (usually the next event's insert),
+ * or after this long, ms. Until then a SIGKILL means the event is sent again (same webhook-id).
+ */
+const DELIVERED_FLUSH_MS = 100
+
+/** A stream's head as the sender sees it: the one pending event with a `next_attempt_at`. */
+interface Head {
+  id: string
+  sequence: number
+  nextAttemptAt: number
+}
+
+/** A delivery not yet written: delete `id`, and make `next` (the stream's next event) due at `at`. */
+interface Delivered {
+  id: string
+  streamSid: string
+  next: string | null
+  at: number
+}
 
 /**
  * The SQLite outbox, the default backend (one process, `DATA_DIR/outbox.db`): every event is committed here before `publish` returns, and leaves only when a
@@ -21,6 +41,12 @@ const PAUSE_KEY = 'endpoint_paused'
  *
  * The operator CLI opens the same file from another process; WAL lets it read and write while the
  * service runs, and the `control` table carries the endpoint pause flag between the two.
+ *
+ * The hot path is one commit per event. One process delivers the file, so the heads live in memory
+ * too: claiming what is due reads no table, and `PRAGMA data_version` tells when another process
+ * (the CLI) changed the file and the heads must be read again. A delivery is recorded in memory at
+ * once and written with the next commit, which is mostly the next event's insert: the receiver's
+ * 2xx is what matters, and a lost delete only sends the event again, under the same webhook-id.
  */
 export class Outbox implements OutboxStore {
   readonly backend = 'sqlite'
@@ -39,6 +65,19 @@ export class Outbox implements OutboxStore {
   #getControl: StatementSync
   #setControl: StatementSync
   #deleteControl: StatementSync
+  #dataVersion: StatementSync
+  #heads: StatementSync
+  #streamHead: StatementSync
+  #nextInStream: StatementSync
+  #byId: StatementSync
+  #promoteId: StatementSync
+  /** streamSid → head, mirroring the file plus the deliveries in `#delivered`. */
+  readonly #head = new Map<string, Head>()
+  /** Deliveries recorded in memory, in order, not yet in the file. */
+  #delivered: Delivered[] = []
+  #flushTimer: NodeJS.Timeout | null = null
+  /** `PRAGMA data_version` when the heads were last read; -1 forces a re-read. */
+  #seenVersion = -1
 
   static pathIn (dataDir: string): string {
     return join(dataDir, 'outbox.db')
@@ -86,8 +125,8 @@ export class Outbox implements OutboxStore {
       this.#db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`)
     }
     const db = this.#db
-    this.#insert = db.prepare(`INSERT INTO events (id, call_sid, stream_sid, sequence, type, body, created_at, queued_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+    this.#insert = db.prepare(`INSERT INTO events (id, call_sid, stream_sid, sequence, type, body, created_at, queued_at, next_attempt_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
     this.#demote = db.prepare(`UPDATE events SET next_attempt_at = NULL
       WHERE stream_sid = :s AND state = 'pending' AND next_attempt_at IS NOT NULL
         AND sequence > (SELECT MIN(sequence) FROM events WHERE stream_sid = :s AND state = 'pending')`)
@@ -101,7 +140,7 @@ export class Outbox implements OutboxStore {
     this.#fail = db.prepare(`UPDATE events SET attempts = attempts + 1, last_attempt_at = :at, last_status = :status,
         last_error = :reason, not_before = :notBefore,
         next_attempt_at = CASE WHEN next_attempt_at IS NULL THEN NULL ELSE :next END
-      WHERE id = :id AND state = 'pending'`)
+      WHERE id = :id AND state = 'pending' RETURNING stream_sid`)
     this.#dead = db.prepare(`UPDATE events SET state = 'dead', attempts = attempts + 1, last_attempt_at = :at,
         last_status = :status, last_error = :reason, next_attempt_at = NULL, dead_at = :at
       WHERE id = :id AND state = 'pending'`)
@@ -110,6 +149,16 @@ export class Outbox implements OutboxStore {
     this.#getControl = db.prepare('SELECT value FROM control WHERE key = ?')
     this.#setControl = db.prepare('INSERT INTO control (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value')
     this.#deleteControl = db.prepare('DELETE FROM control WHERE key = ?')
+    this.#dataVersion = db.prepare('PRAGMA data_version')
+    this.#heads = db.prepare('SELECT id, stream_sid, sequence, next_attempt_at FROM events WHERE next_attempt_at IS NOT NULL')
+    this.#streamHead = db.prepare('SELECT id, sequence, next_attempt_at FROM events WHERE stream_sid = ? AND next_attempt_at IS NOT NULL')
+    this.#nextInStream = db.prepare(`SELECT id, sequence FROM events WHERE stream_sid = ? AND state = 'pending' AND sequence > ?
+      ORDER BY sequence LIMIT 1`)
+    this.#byId = db.prepare(`SELECT id, call_sid, stream_sid, sequence, body, attempts, queued_at FROM events
+      WHERE id = ? AND state = 'pending'`)
+    this.#promoteId = db.prepare(`UPDATE events SET next_attempt_at = :now
+      WHERE id = :id AND state = 'pending' AND next_attempt_at IS NULL`)
+    this.#refresh()
   }
 
   get closed (): boolean {
@@ -125,12 +174,7 @@ export class Outbox implements OutboxStore {
 
   /** Commits the event (durable when this returns). False when an event with this id is already held. */
   insert (event: OutgoingEvent, now: number = Date.now()): boolean {
-    return this.#transaction(() => {
-      const { changes } = this.#insert.run(event.id, event.callSid, event.streamSid, event.sequence, event.type, event.body, now, now)
-      if (changes === 0) return false
-      this.#fixHead(event.streamSid, now)
-      return true
-    })
+    return this.insertMany([event], now) === 1
   }
 
   /** Commits the events in order, in one transaction. Returns how many were new. */
@@ -138,49 +182,89 @@ export class Outbox implements OutboxStore {
     return this.#transaction(() => {
       let inserted = 0
       for (const event of events) {
-        const { changes } = this.#insert.run(event.id, event.callSid, event.streamSid, event.sequence, event.type, event.body, now, now)
+        const head = this.#head.get(event.streamSid)
+        // In order behind a head, or the first pending event of its stream: the head is known
+        // without a query. An event older than its stream's head takes the head's place.
+        const inOrder = head === undefined || head.sequence < event.sequence
+        const { changes } = this.#insert.run(event.id, event.callSid, event.streamSid, event.sequence, event.type, event.body,
+          now, now, head === undefined ? now : null)
         if (changes === 0) continue
         inserted++
-        this.#fixHead(event.streamSid, now)
+        if (head === undefined) this.#head.set(event.streamSid, { id: event.id, sequence: event.sequence, nextAttemptAt: now })
+        else if (!inOrder) this.#fixHead(event.streamSid, now)
       }
       return inserted
     })
   }
 
-  /** One process delivers this file, so a claim is just the first `limit` due heads not excluded. */
+  /** One process delivers this file, so a claim is just the first `limit` due heads not excluded, soonest first. */
   claimDue (now: number, limit: number, exclude: ReadonlySet<string>): DueEvent[] {
+    if (limit <= 0) return []
+    this.#refresh()
+    const due: Head[] = []
+    for (const [streamSid, head] of this.#head) {
+      if (head.nextAttemptAt <= now && !exclude.has(streamSid)) due.push(head)
+    }
+    due.sort((a, b) => a.nextAttemptAt - b.nextAttemptAt)
     const claimed: DueEvent[] = []
-    if (limit <= 0) return claimed
-    for (const event of this.due(now)) {
-      if (exclude.has(event.streamSid)) continue
-      claimed.push(event)
+    for (const head of due) {
       if (claimed.length >= limit) break
+      const row = this.#byId.get(head.id)
+      if (row === undefined) {
+        // Gone from the file behind our back: read the heads again at the next claim.
+        this.#seenVersion = -1
+        continue
+      }
+      claimed.push(dueEvent(row))
     }
     return claimed
   }
 
   release (_streamSid: string): void {}
 
-  /**
-   * Heads of streams whose next attempt is due at `now`, soonest first. Lazy: stop iterating once
-   * the sender has no free slot.
-   */
+  /** Heads of streams whose next attempt is due at `now`, soonest first, read from the file. */
   * due (now: number): Generator<DueEvent> {
+    this.#flush()
     for (const row of this.#due.iterate(now)) yield dueEvent(row)
   }
 
   /** The earliest attempt time after `now` among stream heads, or null when nothing waits. */
   nextDueAt (now: number): number | null {
+    // A delivery not yet written made its next event due at or before now: the file's answer holds.
     const row = this.#nextDue.get(now)
     return (row?.t as number | null | undefined) ?? null
   }
 
-  /** A receiver answered 2xx: the event leaves the outbox and the next one of its stream is due. */
+  /**
+   * A receiver answered 2xx: the event leaves the outbox and the next one of its stream is due. The
+   * head moves at once; the file follows with the next commit (at most `DELIVERED_FLUSH_MS` later).
+   */
   markDelivered (id: string, streamSid: string, now: number = Date.now()): void {
-    this.#transaction(() => {
-      this.#delete.run(id)
-      this.#fixHead(streamSid, now)
-    })
+    const head = this.#head.get(streamSid)
+    if (head?.id !== id) {
+      // Not the head this process knows (another process changed the file): the slow, exact way.
+      this.#transaction(() => {
+        this.#delete.run(id)
+        this.#fixHead(streamSid, now)
+      })
+      return
+    }
+    const next = this.#nextInStream.get(streamSid, head.sequence)
+    this.#head.delete(streamSid)
+    if (next !== undefined) this.#head.set(streamSid, { id: next.id as string, sequence: next.sequence as number, nextAttemptAt: now })
+    this.#delivered.push({ id, streamSid, next: (next?.id as string | undefined) ?? null, at: now })
+    if (this.#flushTimer === null) {
+      this.#flushTimer = setTimeout(() => {
+        this.#flushTimer = null
+        try {
+          this.#flush()
+        } catch {
+          // The file is unwritable for now (disk full, locked too long): kept in memory and written
+          // with the next commit, which reports the failure to its caller.
+        }
+      }, DELIVERED_FLUSH_MS)
+      this.#flushTimer.unref()
+    }
   }
 
   /**
@@ -188,7 +272,10 @@ export class Outbox implements OutboxStore {
    * also holds when everything else is retried at once.
    */
   markFailed (id: string, failure: FailureRecord, nextAttemptAt: number, notBefore: number | null = null): void {
-    this.#fail.run({ id, at: failure.at, status: failure.status, reason: failure.reason, next: nextAttemptAt, notBefore })
+    this.#flush()
+    const row = this.#fail.get({ id, at: failure.at, status: failure.status, reason: failure.reason, next: nextAttemptAt, notBefore })
+    const head = row === undefined ? undefined : this.#head.get(row.stream_sid as string)
+    if (head?.id === id) head.nextAttemptAt = nextAttemptAt
   }
 
   /** The event's retry window is exhausted: it becomes a dead letter and its stream goes on. */
@@ -204,10 +291,15 @@ export class Outbox implements OutboxStore {
    * Retry-After ends if that is later. Returns how many.
    */
   retryAllNow (now: number = Date.now()): number {
-    return Number(this.#retryAll.run({ now }).changes)
+    return this.#transaction(() => {
+      const changes = Number(this.#retryAll.run({ now }).changes)
+      if (changes > 0) this.#loadHeads()
+      return changes
+    })
   }
 
   counts (): Record<OutboxState, number> {
+    this.#flush()
     const counts = { pending: 0, dead: 0 }
     for (const row of this.#db.prepare('SELECT state, COUNT(*) AS n FROM events GROUP BY state').all()) {
       counts[row.state as OutboxState] = row.n as number
@@ -217,12 +309,14 @@ export class Outbox implements OutboxStore {
 
   /** `createdAt` of the oldest pending event, or null when none is pending. */
   oldestPendingCreatedAt (): number | null {
+    this.#flush()
     const row = this.#db.prepare("SELECT MIN(created_at) AS t FROM events WHERE state = 'pending'").get()
     return (row?.t as number | null | undefined) ?? null
   }
 
   /** Events without their bodies, oldest first. */
   list (filter: ListFilter = {}): OutboxRow[] {
+    this.#flush()
     const rows = this.#db.prepare(`SELECT id, call_sid, stream_sid, sequence, type, state, attempts, created_at, queued_at,
         next_attempt_at, last_attempt_at, last_status, last_error, not_before, dead_at
       FROM events WHERE (:state IS NULL OR state = :state) AND (:call IS NULL OR call_sid = :call)
@@ -233,6 +327,7 @@ export class Outbox implements OutboxStore {
 
   /** Pending and dead counts per call, the call with the oldest event first. */
   summary (): CallSummary[] {
+    this.#flush()
     const rows = this.#db.prepare(`SELECT call_sid, SUM(state = 'pending') AS pending, SUM(state = 'dead') AS dead,
         MIN(created_at) AS oldest FROM events GROUP BY call_sid ORDER BY oldest`).all()
     return rows.map((row) => ({
@@ -288,23 +383,77 @@ export class Outbox implements OutboxStore {
   /** Idempotent. */
   close (): void {
     if (this.#closed) return
-    this.#closed = true
-    this.#db.close()
+    try {
+      this.#flush()
+    } catch {
+      // Deliveries that cannot be written now are sent again after the next start (same webhook-id).
+    } finally {
+      this.#closed = true
+      if (this.#flushTimer !== null) clearTimeout(this.#flushTimer)
+      this.#flushTimer = null
+      this.#db.close()
+    }
   }
 
+  /** Restores the one-head invariant for a stream whose order changed, and mirrors its head. */
   #fixHead (streamSid: string, now: number): void {
+    this.#fixHeadRows(streamSid, now)
+    const row = this.#streamHead.get(streamSid)
+    if (row === undefined) this.#head.delete(streamSid)
+    else this.#head.set(streamSid, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number })
+  }
+
+  #fixHeadRows (streamSid: string, now: number): void {
     this.#demote.run({ s: streamSid })
     this.#promote.run({ s: streamSid, now })
   }
 
+  /** Reads the heads again when another process committed since they were last read. */
+  #refresh (): void {
+    if (this.#dataVersion.get()?.data_version !== this.#seenVersion) this.#transaction(() => {})
+  }
+
+  /** Writes the deliveries held in memory, if any. */
+  #flush (): void {
+    if (this.#delivered.length > 0) this.#transaction(() => {})
+  }
+
+  #loadHeads (): void {
+    this.#head.clear()
+    for (const row of this.#heads.iterate()) {
+      this.#head.set(row.stream_sid as string, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number })
+    }
+  }
+
+  /**
+   * Runs `fn` in a write transaction that first writes the deliveries held in memory and, when
+   * another process committed since, reads the heads again: `fn` sees the file and the heads agree.
+   */
   #transaction<T> (fn: () => T): T {
     this.#db.exec('BEGIN IMMEDIATE')
+    const written = this.#delivered.length
     try {
+      const version = this.#dataVersion.get()?.data_version as number
+      const stale = version !== this.#seenVersion
+      for (let i = 0; i < written; i++) {
+        const delivered = this.#delivered[i] as Delivered
+        this.#delete.run(delivered.id)
+        // Another process may have changed the stream (a replay): find its head the exact way.
+        if (stale) this.#fixHeadRows(delivered.streamSid, delivered.at)
+        else if (delivered.next !== null) this.#promoteId.run({ id: delivered.next, now: delivered.at })
+      }
+      if (stale) {
+        this.#seenVersion = version
+        this.#loadHeads()
+      }
       const result = fn()
       this.#db.exec('COMMIT')
+      this.#delivered = this.#delivered.slice(written)
       return result
     } catch (err) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK')
+      // The heads may have moved with the rolled-back writes: read them again next time.
+      this.#seenVersion = -1
       throw err
     }
   }

@@ -145,3 +145,63 @@ test('outbox runs in WAL mode with synchronous=NORMAL when opened, as docs/archi
   assert.match(doc, /synchronous=NORMAL/)
   assert.doesNotMatch(doc, /synchronous=FULL(?! would)/)
 })
+
+test('outbox makes the next event due at once and writes a delivery with the next commit when delivered', (t) => {
+  const { outbox, path } = openOutbox(t)
+  const t0 = 1_000_000
+  outbox.insert(testEvent(1, 1), t0)
+  outbox.insert(testEvent(1, 2), t0)
+  const reader = new DatabaseSync(path, { readOnly: true })
+  t.after(() => reader.close())
+  const inFile = (): string[] => reader.prepare('SELECT id FROM events ORDER BY id').all().map((row) => row.id as string)
+
+  outbox.markDelivered(`${streamSid(1)}-1`, streamSid(1), t0 + 10)
+  assert.deepEqual(outbox.claimDue(t0 + 10, 10, new Set()).map((event) => event.id), [`${streamSid(1)}-2`], 'the next event is due at once')
+  assert.deepEqual(inFile(), [`${streamSid(1)}-1`, `${streamSid(1)}-2`], 'the delete waits for the next commit')
+
+  outbox.insert(testEvent(2, 1), t0 + 20)
+  assert.deepEqual(inFile(), [`${streamSid(1)}-2`, `${streamSid(2)}-1`], 'the insert\'s commit carried the delivery')
+  const heads = reader.prepare('SELECT id FROM events WHERE next_attempt_at IS NOT NULL ORDER BY id').all().map((row) => row.id as string)
+  assert.deepEqual(heads, [`${streamSid(1)}-2`, `${streamSid(2)}-1`], 'the file holds one head per stream')
+})
+
+test('outbox writes a delivery within its flush interval when no other commit comes', async (t) => {
+  const { outbox, path } = openOutbox(t)
+  outbox.insert(testEvent(1, 1))
+  outbox.markDelivered(`${streamSid(1)}-1`, streamSid(1))
+  const reader = new DatabaseSync(path, { readOnly: true })
+  t.after(() => reader.close())
+  const count = (): number => reader.prepare('SELECT COUNT(*) AS n FROM events').get()?.n as number
+  assert.equal(count(), 1)
+  for (let i = 0; i < 50 && count() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+  assert.equal(count(), 0)
+})
+
+test('outbox keeps a delivery written when closed right after it, so a restart does not send it again', (t) => {
+  const { outbox, path } = openOutbox(t)
+  outbox.insert(testEvent(1, 1))
+  outbox.insert(testEvent(1, 2))
+  outbox.markDelivered(`${streamSid(1)}-1`, streamSid(1))
+  outbox.close()
+  const reopened = new Outbox(path)
+  t.after(() => reopened.close())
+  assert.deepEqual(reopened.claimDue(Date.now(), 10, new Set()).map((event) => event.id), [`${streamSid(1)}-2`])
+})
+
+test('outbox follows another process\'s replay when the heads it holds are stale', (t) => {
+  const { outbox, path } = openOutbox(t)
+  const operator = new Outbox(path)
+  t.after(() => operator.close())
+  const t0 = 1_000_000
+  for (let sequence = 1; sequence <= 3; sequence++) outbox.insert(testEvent(1, sequence), t0)
+  outbox.markDead(`${streamSid(1)}-1`, streamSid(1), failure(t0))
+  // Event 2 is delivered; the delete is still in memory when the operator replays event 1.
+  outbox.markDelivered(`${streamSid(1)}-2`, streamSid(1), t0 + 10)
+  assert.equal(operator.replayDead({}, t0 + 20), 1)
+
+  assert.deepEqual(outbox.claimDue(t0 + 30, 10, new Set()).map((event) => event.id), [`${streamSid(1)}-1`], 'the replayed event goes first')
+  assert.deepEqual(operator.list().filter((row) => row.nextAttemptAt !== null).map((row) => row.id), [`${streamSid(1)}-1`], 'one head per stream in the file')
+  assert.deepEqual(operator.list().map((row) => row.id), [`${streamSid(1)}-1`, `${streamSid(1)}-3`], 'the delivery was written')
+  outbox.markDelivered(`${streamSid(1)}-1`, streamSid(1), t0 + 40)
+  assert.deepEqual(outbox.claimDue(t0 + 40, 10, new Set()).map((event) => event.id), [`${streamSid(1)}-3`])
+})
