@@ -21,7 +21,12 @@ interface Head {
   id: string
   sequence: number
   nextAttemptAt: number
+  /** The event as it is attempted, when this process has it at hand (it inserted or promoted it). */
+  event: DueEvent | null
 }
+
+/** How often a claim asks SQLite whether another process committed, ms. Each commit asks too. */
+const REFRESH_MS = 100
 
 /** A delivery not yet written: delete `id`, and make `next` (the stream's next event) due at `at`. */
 interface Delivered {
@@ -57,7 +62,6 @@ export class Outbox implements OutboxStore {
   #demote: StatementSync
   #promote: StatementSync
   #due: StatementSync
-  #nextDue: StatementSync
   #delete: StatementSync
   #fail: StatementSync
   #dead: StatementSync
@@ -78,6 +82,7 @@ export class Outbox implements OutboxStore {
   #flushTimer: NodeJS.Timeout | null = null
   /** `PRAGMA data_version` when the heads were last read; -1 forces a re-read. */
   #seenVersion = -1
+  #refreshedAt = -Infinity
 
   static pathIn (dataDir: string): string {
     return join(dataDir, 'outbox.db')
@@ -135,7 +140,6 @@ export class Outbox implements OutboxStore {
         AND next_attempt_at IS NULL`)
     this.#due = db.prepare(`SELECT id, call_sid, stream_sid, sequence, body, attempts, queued_at FROM events
       WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ? ORDER BY next_attempt_at`)
-    this.#nextDue = db.prepare('SELECT MIN(next_attempt_at) AS t FROM events WHERE next_attempt_at > ?')
     this.#delete = db.prepare('DELETE FROM events WHERE id = ?')
     this.#fail = db.prepare(`UPDATE events SET attempts = attempts + 1, last_attempt_at = :at, last_status = :status,
         last_error = :reason, not_before = :notBefore,
@@ -152,7 +156,8 @@ export class Outbox implements OutboxStore {
     this.#dataVersion = db.prepare('PRAGMA data_version')
     this.#heads = db.prepare('SELECT id, stream_sid, sequence, next_attempt_at FROM events WHERE next_attempt_at IS NOT NULL')
     this.#streamHead = db.prepare('SELECT id, sequence, next_attempt_at FROM events WHERE stream_sid = ? AND next_attempt_at IS NOT NULL')
-    this.#nextInStream = db.prepare(`SELECT id, sequence FROM events WHERE stream_sid = ? AND state = 'pending' AND sequence > ?
+    this.#nextInStream = db.prepare(`SELECT id, call_sid, stream_sid, sequence, body, attempts, queued_at FROM events
+      WHERE stream_sid = ? AND state = 'pending' AND sequence > ?
       ORDER BY sequence LIMIT 1`)
     this.#byId = db.prepare(`SELECT id, call_sid, stream_sid, sequence, body, attempts, queued_at FROM events
       WHERE id = ? AND state = 'pending'`)
@@ -190,7 +195,10 @@ export class Outbox implements OutboxStore {
           now, now, head === undefined ? now : null)
         if (changes === 0) continue
         inserted++
-        if (head === undefined) this.#head.set(event.streamSid, { id: event.id, sequence: event.sequence, nextAttemptAt: now })
+        if (head === undefined) {
+          const due = { id: event.id, callSid: event.callSid, streamSid: event.streamSid, sequence: event.sequence, body: event.body, attempts: 0, queuedAt: now }
+          this.#head.set(event.streamSid, { id: event.id, sequence: event.sequence, nextAttemptAt: now, event: due })
+        }
         else if (!inOrder) this.#fixHead(event.streamSid, now)
       }
       return inserted
@@ -209,13 +217,17 @@ export class Outbox implements OutboxStore {
     const claimed: DueEvent[] = []
     for (const head of due) {
       if (claimed.length >= limit) break
-      const row = this.#byId.get(head.id)
-      if (row === undefined) {
-        // Gone from the file behind our back: read the heads again at the next claim.
-        this.#seenVersion = -1
-        continue
+      if (head.event === null) {
+        const row = this.#byId.get(head.id)
+        if (row === undefined) {
+          // Gone from the file behind our back: read the heads again at the next claim.
+          this.#seenVersion = -1
+          this.#refreshedAt = -Infinity
+          continue
+        }
+        head.event = dueEvent(row)
       }
-      claimed.push(dueEvent(row))
+      claimed.push(head.event)
     }
     return claimed
   }
@@ -230,9 +242,11 @@ export class Outbox implements OutboxStore {
 
   /** The earliest attempt time after `now` among stream heads, or null when nothing waits. */
   nextDueAt (now: number): number | null {
-    // A delivery not yet written made its next event due at or before now: the file's answer holds.
-    const row = this.#nextDue.get(now)
-    return (row?.t as number | null | undefined) ?? null
+    let next = Infinity
+    for (const head of this.#head.values()) {
+      if (head.nextAttemptAt > now && head.nextAttemptAt < next) next = head.nextAttemptAt
+    }
+    return next === Infinity ? null : next
   }
 
   /**
@@ -251,7 +265,7 @@ export class Outbox implements OutboxStore {
     }
     const next = this.#nextInStream.get(streamSid, head.sequence)
     this.#head.delete(streamSid)
-    if (next !== undefined) this.#head.set(streamSid, { id: next.id as string, sequence: next.sequence as number, nextAttemptAt: now })
+    if (next !== undefined) this.#head.set(streamSid, { id: next.id as string, sequence: next.sequence as number, nextAttemptAt: now, event: dueEvent(next) })
     this.#delivered.push({ id, streamSid, next: (next?.id as string | undefined) ?? null, at: now })
     if (this.#flushTimer === null) {
       this.#flushTimer = setTimeout(() => {
@@ -275,7 +289,10 @@ export class Outbox implements OutboxStore {
     this.#flush()
     const row = this.#fail.get({ id, at: failure.at, status: failure.status, reason: failure.reason, next: nextAttemptAt, notBefore })
     const head = row === undefined ? undefined : this.#head.get(row.stream_sid as string)
-    if (head?.id === id) head.nextAttemptAt = nextAttemptAt
+    if (head?.id === id) {
+      head.nextAttemptAt = nextAttemptAt
+      head.event = null
+    }
   }
 
   /** The event's retry window is exhausted: it becomes a dead letter and its stream goes on. */
@@ -400,7 +417,7 @@ export class Outbox implements OutboxStore {
     this.#fixHeadRows(streamSid, now)
     const row = this.#streamHead.get(streamSid)
     if (row === undefined) this.#head.delete(streamSid)
-    else this.#head.set(streamSid, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number })
+    else this.#head.set(streamSid, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number, event: null })
   }
 
   #fixHeadRows (streamSid: string, now: number): void {
@@ -408,8 +425,14 @@ export class Outbox implements OutboxStore {
     this.#promote.run({ s: streamSid, now })
   }
 
-  /** Reads the heads again when another process committed since they were last read. */
+  /**
+   * Reads the heads again when another process committed since they were last read; asks at most
+   * every `REFRESH_MS`, so an operator's replay or resume is seen within that (and the sender's poll).
+   */
   #refresh (): void {
+    const now = performance.now()
+    if (now - this.#refreshedAt < REFRESH_MS) return
+    this.#refreshedAt = now
     if (this.#dataVersion.get()?.data_version !== this.#seenVersion) this.#transaction(() => {})
   }
 
@@ -421,7 +444,7 @@ export class Outbox implements OutboxStore {
   #loadHeads (): void {
     this.#head.clear()
     for (const row of this.#heads.iterate()) {
-      this.#head.set(row.stream_sid as string, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number })
+      this.#head.set(row.stream_sid as string, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number, event: null })
     }
   }
 

@@ -4,9 +4,10 @@ import { once } from 'node:events'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { DeliveryError } from '../../../src/core/errors.ts'
-import { HttpAttempt, LEASE_LOST, SHUTDOWN } from '../../../src/core/webhooks/http-attempt.ts'
+import { Webhook } from 'standardwebhooks'
+import { HttpAttempt, LEASE_LOST, SHUTDOWN, signWebhook, webhookKey } from '../../../src/core/webhooks/http-attempt.ts'
 import { freePort } from '../../helpers/net.ts'
-import { Receiver, SECRET_OLD } from './receiver.ts'
+import { Receiver, SECRET_NEW, SECRET_OLD } from './receiver.ts'
 
 const event = { id: 'MZ00000000000000000000000000000001-1', body: '{"type":"call.started","timestamp":"2026-11-24T15:02:11.204Z","data":{}}' }
 
@@ -106,4 +107,15 @@ test('http attempt keeps one connection for successive attempts, reads past a lo
   assert.equal(cut.retryable, true)
   mode = 'ok'
   assert.equal(await attempt.send(event, Date.now(), new AbortController().signal), 200, 'a later attempt gets a fresh connection')
+})
+
+test('http attempt signs exactly as the standardwebhooks library does, for any body', () => {
+  const bodies = [event.body, '', '{"text":"Ich nehme Metoprolol, 50 mg — zweimal täglich. 💊"}', 'x'.repeat(70_000)]
+  for (const secret of [SECRET_OLD, SECRET_NEW]) {
+    const library = new Webhook(secret)
+    const key = webhookKey(secret)
+    for (const body of bodies) {
+      assert.equal(signWebhook(key, event.id, 1_764_000_000, body), library.sign(event.id, new Date(1_764_000_000_000), body))
+    }
+  }
 })

@@ -188,7 +188,7 @@ test('outbox keeps a delivery written when closed right after it, so a restart d
   assert.deepEqual(reopened.claimDue(Date.now(), 10, new Set()).map((event) => event.id), [`${streamSid(1)}-2`])
 })
 
-test('outbox follows another process\'s replay when the heads it holds are stale', (t) => {
+test('outbox follows another process\'s replay when the heads it holds are stale', async (t) => {
   const { outbox, path } = openOutbox(t)
   const operator = new Outbox(path)
   t.after(() => operator.close())
@@ -198,6 +198,8 @@ test('outbox follows another process\'s replay when the heads it holds are stale
   // Event 2 is delivered; the delete is still in memory when the operator replays event 1.
   outbox.markDelivered(`${streamSid(1)}-2`, streamSid(1), t0 + 10)
   assert.equal(operator.replayDead({}, t0 + 20), 1)
+  // A claim asks SQLite whether another process committed at most every 100 ms.
+  await new Promise((resolve) => setTimeout(resolve, 150))
 
   assert.deepEqual(outbox.claimDue(t0 + 30, 10, new Set()).map((event) => event.id), [`${streamSid(1)}-1`], 'the replayed event goes first')
   assert.deepEqual(operator.list().filter((row) => row.nextAttemptAt !== null).map((row) => row.id), [`${streamSid(1)}-1`], 'one head per stream in the file')
