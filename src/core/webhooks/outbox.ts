@@ -23,6 +23,8 @@ interface Head {
   nextAttemptAt: number
   /** The event as it is attempted, when this process has it at hand (it inserted or promoted it). */
   event: DueEvent | null
+  /** The stream's highest pending sequence, when this process knows it (it inserted every event behind the head). */
+  newest: number | null
 }
 
 /** How often a claim asks SQLite whether another process committed, ms. Each commit asks too. */
@@ -197,9 +199,12 @@ export class Outbox implements OutboxStore {
         inserted++
         if (head === undefined) {
           const due = { id: event.id, callSid: event.callSid, streamSid: event.streamSid, sequence: event.sequence, body: event.body, attempts: 0, queuedAt: now }
-          this.#head.set(event.streamSid, { id: event.id, sequence: event.sequence, nextAttemptAt: now, event: due })
+          this.#head.set(event.streamSid, { id: event.id, sequence: event.sequence, nextAttemptAt: now, event: due, newest: event.sequence })
+        } else if (!inOrder) {
+          this.#fixHead(event.streamSid, now)
+        } else if (head.newest !== null) {
+          head.newest = Math.max(head.newest, event.sequence)
         }
-        else if (!inOrder) this.#fixHead(event.streamSid, now)
       }
       return inserted
     })
@@ -263,9 +268,12 @@ export class Outbox implements OutboxStore {
       })
       return
     }
-    const next = this.#nextInStream.get(streamSid, head.sequence)
+    // Mostly a stream's events are delivered before its next one is published: nothing to read.
+    const next = head.newest !== null && head.newest <= head.sequence ? undefined : this.#nextInStream.get(streamSid, head.sequence)
     this.#head.delete(streamSid)
-    if (next !== undefined) this.#head.set(streamSid, { id: next.id as string, sequence: next.sequence as number, nextAttemptAt: now, event: dueEvent(next) })
+    if (next !== undefined) {
+      this.#head.set(streamSid, { id: next.id as string, sequence: next.sequence as number, nextAttemptAt: now, event: dueEvent(next), newest: head.newest })
+    }
     this.#delivered.push({ id, streamSid, next: (next?.id as string | undefined) ?? null, at: now })
     if (this.#flushTimer === null) {
       this.#flushTimer = setTimeout(() => {
@@ -417,7 +425,7 @@ export class Outbox implements OutboxStore {
     this.#fixHeadRows(streamSid, now)
     const row = this.#streamHead.get(streamSid)
     if (row === undefined) this.#head.delete(streamSid)
-    else this.#head.set(streamSid, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number, event: null })
+    else this.#head.set(streamSid, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number, event: null, newest: null })
   }
 
   #fixHeadRows (streamSid: string, now: number): void {
@@ -444,7 +452,7 @@ export class Outbox implements OutboxStore {
   #loadHeads (): void {
     this.#head.clear()
     for (const row of this.#heads.iterate()) {
-      this.#head.set(row.stream_sid as string, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number, event: null })
+      this.#head.set(row.stream_sid as string, { id: row.id as string, sequence: row.sequence as number, nextAttemptAt: row.next_attempt_at as number, event: null, newest: null })
     }
   }
 

@@ -207,3 +207,21 @@ test('outbox follows another process\'s replay when the heads it holds are stale
   outbox.markDelivered(`${streamSid(1)}-1`, streamSid(1), t0 + 40)
   assert.deepEqual(outbox.claimDue(t0 + 40, 10, new Set()).map((event) => event.id), [`${streamSid(1)}-3`])
 })
+
+test('outbox finds the next event of a stream it did not write when a reopened file\'s head is delivered', (t) => {
+  const { outbox, path } = openOutbox(t)
+  for (let sequence = 1; sequence <= 3; sequence++) outbox.insert(testEvent(1, sequence))
+  outbox.close()
+  const reopened = new Outbox(path)
+  t.after(() => reopened.close())
+  const order: number[] = []
+  for (let round = 0; round < 4; round++) {
+    const [due] = reopened.claimDue(Date.now(), 10, new Set())
+    if (due === undefined) break
+    order.push(due.sequence)
+    reopened.markDelivered(due.id, due.streamSid)
+  }
+  assert.deepEqual(order, [1, 2, 3])
+  reopened.insert(testEvent(1, 4))
+  assert.deepEqual(reopened.claimDue(Date.now(), 10, new Set()).map((event) => event.sequence), [4], 'a new event of the emptied stream is its head')
+})
