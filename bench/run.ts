@@ -293,11 +293,17 @@ async function main (opts: BenchOptions): Promise<void> {
     const runs: ServiceRun[] = []
     // Without and with viewers, the first of the two alternating by round so drift favours neither.
     const viewerCounts = opts.viewers === 0 ? [0] : round % 2 === 1 ? [0, opts.viewers] : [opts.viewers, 0]
-    for (const outbox of opts.outboxes.length === 0 ? [null] : opts.outboxes) {
+    // Several sinks run in the given order in odd rounds and the reverse in even ones, so drift
+    // favours none; the report keeps the given order.
+    const sinks = opts.outboxes.length === 0 ? ['file' as const] : opts.outboxes
+    const bySink = new Map<string, ServiceRun[]>()
+    for (const sink of round % 2 === 1 ? sinks : [...sinks].reverse()) {
+      const outbox = sink === 'file' ? null : sink
       const measured: ServiceRun[] = []
       for (const viewers of viewerCounts) measured.push(await runService({ outbox, certificate, postgres, viewers }))
-      runs.push(...measured.sort((a, b) => a.result.viewers - b.result.viewers))
+      bySink.set(sink, measured.sort((a, b) => a.result.viewers - b.result.viewers))
     }
+    for (const sink of sinks) runs.push(...(bySink.get(sink) ?? []))
     const floors: Floors = {}
     for (const kind of opts.floors) floors[kind] = await runFloor(kind, certificate)
     printReport(runs, floors, opts, machine)

@@ -2,7 +2,9 @@ import { parseArgs } from 'node:util'
 
 /** Where the service under test stores its webhook events. */
 export type Outbox = 'sqlite' | 'postgres'
-const OUTBOXES: readonly Outbox[] = ['sqlite', 'postgres']
+/** `file`: the file sink (no WEBHOOK_URL), named so it can run beside the outboxes in one round. */
+export type Sink = 'file' | Outbox
+const SINKS: readonly Sink[] = ['file', 'sqlite', 'postgres']
 
 /**
  * The floors the service is compared with. `receive`: a bare ws server that JSON-parses and
@@ -33,9 +35,9 @@ export interface BenchOptions {
   tls: boolean
   /**
    * One service run per entry, in this order, each delivering its events through that outbox to a
-   * local receiver. Empty: one run with the file sink (no WEBHOOK_URL).
+   * local receiver (`file`: the file sink, no WEBHOOK_URL). Empty: one run with the file sink.
    */
-  outboxes: Outbox[]
+  outboxes: Sink[]
   /**
    * Live-view event streams per call. With N > 0 each service run is made twice in a round, without
    * viewers and with N per call, alternating which goes first; 0: no viewers, one run.
@@ -57,9 +59,10 @@ export const USAGE = `usage: npm run bench -- [options]
   --chunk-ms N     the service's AUDIO_CHUNK_MS (50)
   --tls            the fake upstream serves wss with a self-signed certificate made now with
                    openssl; the service trusts it through NODE_EXTRA_CA_CERTS
-  --outbox LIST    sqlite, postgres or sqlite,postgres: one service run per backend, events
-                   webhooked to a local receiver (PostgreSQL: a throwaway cluster, DATABASE_URL).
-                   Without it the service writes events to its file sink
+  --outbox LIST    sqlite, postgres or a comma-separated list of them: one service run per backend,
+                   events webhooked to a local receiver (PostgreSQL: a throwaway cluster,
+                   DATABASE_URL). file names the file sink (no WEBHOOK_URL), the default without
+                   --outbox: --outbox file,sqlite weighs what webhooks cost within each round
   --floor LIST     receive, bridge or receive,bridge (the default): the floors measured after the
                    service with the same load. receive: a bare ws server, JSON.parse + base64 only.
                    bridge: the cheapest correct bridge (μ-law table, lockstep mix, exact 50 ms
@@ -118,7 +121,7 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
   if (!(warmupSeconds >= 0) || !(staggerSeconds >= 0)) fail('--warmup and --stagger take seconds ≥ 0')
   const outboxes = values.outbox === undefined ? [] : values.outbox.split(',').map((name) => name.trim())
   for (const name of outboxes) {
-    if (!OUTBOXES.includes(name as Outbox)) fail(`--outbox takes ${OUTBOXES.join(', ')} or a comma-separated list of them, got ${name}`)
+    if (!SINKS.includes(name as Sink)) fail(`--outbox takes ${SINKS.join(', ')} or a comma-separated list of them, got ${name}`)
   }
   if (new Set(outboxes).size !== outboxes.length) fail('--outbox names each backend once')
   const floors = values['no-floor'] ? [] : values.floor.split(',').map((name) => name.trim())
@@ -138,7 +141,7 @@ export function parseBenchOptions (args: string[] = process.argv.slice(2)): Benc
     semiSpaceMib: values['semi-space'] === undefined ? null : positiveInteger('semi-space', values['semi-space']),
     soak: values.soak,
     tls: values.tls,
-    outboxes: outboxes as Outbox[],
+    outboxes: outboxes as Sink[],
     viewers: nonNegativeInteger('viewers', values.viewers),
     pin: values.pin
   }

@@ -45,7 +45,7 @@ function heapAtEnd (phase: PhaseResult): string {
 /** `service` alone; `service, sqlite outbox`, `service, 1 viewer per call` … when the runs differ. */
 function columnName (phase: PhaseResult): string {
   const parts = ['service']
-  if (phase.outbox !== null) parts.push(`${phase.outbox} outbox`)
+  parts.push(phase.outbox === null ? 'file sink' : `${phase.outbox} outbox`)
   if (phase.viewers > 0) parts.push(`${phase.viewers} viewer${phase.viewers === 1 ? '' : 's'} per call`)
   return parts.join(', ')
 }
