@@ -260,8 +260,9 @@ export class Outbox implements OutboxStore {
    */
   markDelivered (id: string, streamSid: string, now: number = Date.now()): void {
     const head = this.#head.get(streamSid)
-    if (head?.id !== id) {
+    if (head?.id !== id || this.#closed) {
       // Not the head this process knows (another process changed the file): the slow, exact way.
+      // Closed: the write fails and says so, rather than a delivery kept where nothing writes it.
       this.#transaction(() => {
         this.#delete.run(id)
         this.#fixHead(streamSid, now)

@@ -225,3 +225,10 @@ test('outbox finds the next event of a stream it did not write when a reopened f
   reopened.insert(testEvent(1, 4))
   assert.deepEqual(reopened.claimDue(Date.now(), 10, new Set()).map((event) => event.sequence), [4], 'a new event of the emptied stream is its head')
 })
+
+test('outbox refuses to record a delivery after it is closed', (t) => {
+  const { outbox } = openOutbox(t)
+  outbox.insert(testEvent(1, 1))
+  outbox.close()
+  assert.throws(() => outbox.markDelivered(`${streamSid(1)}-1`, streamSid(1)))
+})
