@@ -123,8 +123,11 @@ function send (message: ChildMessage): void { process.send?.(message) }
 process.on('message', (message: ParentMessage) => {
   if (message.type === 'floor-stats') send({ type: 'floor-stats', connections, frames, payloadBytes })
 })
-process.on('disconnect', () => {
+function exit (): void {
   wss.close()
   server.close()
   process.exit(0)
-})
+}
+process.on('disconnect', exit)
+// Exits rather than dies, so a --cpu-prof profile is written.
+process.on('SIGTERM', exit)

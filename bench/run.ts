@@ -36,7 +36,7 @@ import { scrape, total } from './lib/prometheus.ts'
 import { describeMachine, findProcess, pinToCpu, withChildren } from './lib/proc.ts'
 import { distribution } from './lib/stats.ts'
 import { log, printReport, printRounds, writeResults } from './lib/report.ts'
-import type { Floors, Round, ServiceRun } from './lib/report.ts'
+import type { FloorProfiles, Floors, Round, ServiceRun } from './lib/report.ts'
 import { makeSelfSignedCertificate } from './lib/tls.ts'
 import type { SelfSignedCertificate } from './lib/tls.ts'
 
@@ -205,16 +205,22 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
 }
 
 /** One floor under the same load: the receive-only server, or the bridge with its own fake upstream. */
-async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null): Promise<PhaseResult> {
+async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null): Promise<{ result: PhaseResult, profile: ProfileSummary | null }> {
   let fake: ChildProcess | null = null
   let floor: ChildProcess
+  // Profiled like the service, so the two profiles can be set side by side.
+  const profileStartedAt = Date.now()
+  if (options.cpuProf) mkdirSync(PROFILE_DIR, { recursive: true })
+  const profileArgs = options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []
+  let profileRange: { fromUs: number, toUs: number } | undefined
+  let result: PhaseResult
   if (kind === 'bridge') {
     fake = forkChild('fake-upstream.ts', certificate === null ? [API_KEY] : [API_KEY, certificate.certFile, certificate.keyFile], upstreamEnv())
     const upstreamUrl = (await nextMessage(fake, 'ready', 20_000)).url
     // Trusted as the service trusts it: a private CA through NODE_EXTRA_CA_CERTS.
-    floor = forkChild('bridge-floor.ts', [upstreamUrl, API_KEY], certificate === null ? {} : { NODE_EXTRA_CA_CERTS: certificate.certFile })
+    floor = forkChild('bridge-floor.ts', [upstreamUrl, API_KEY], certificate === null ? {} : { NODE_EXTRA_CA_CERTS: certificate.certFile }, profileArgs)
   } else {
-    floor = forkChild('floor-server.ts')
+    floor = forkChild('floor-server.ts', [], {}, profileArgs)
   }
   try {
     const wsUrl = (await nextMessage(floor, 'ready', 20_000)).url
@@ -243,13 +249,18 @@ async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null)
     log(kind === 'bridge'
       ? `bridge floor: the same ${options.calls} calls against the cheapest correct bridge (${certificate === null ? 'ws' : 'wss'} upstream)…`
       : `receive floor: the same ${options.calls} calls against a bare ws server (JSON.parse + base64 only)…`)
-    const { result } = await measure(phase, options)
+    const measured = await measure(phase, options)
+    const samples = measured.samples
+    profileRange = { fromUs: samples[0]!.monotonicUs, toUs: samples[samples.length - 1]!.monotonicUs }
     const { frames } = await ask(floor, { type: 'floor-stats' }, 'floor-stats')
-    return { ...result, framesReceived: frames, framesLost: Math.max(0, result.framesSent - frames), upstreamAudioMissingMs: null, turns: null, outsideLatencyMs: null, unmatchedCalls: 0, webhookEventsReceived: null, eventsLost: null }
+    result = { ...measured.result, framesReceived: frames, framesLost: Math.max(0, measured.result.framesSent - frames), upstreamAudioMissingMs: null, turns: null, outsideLatencyMs: null, unmatchedCalls: 0, webhookEventsReceived: null, eventsLost: null }
   } finally {
     await stopChild(floor)
     if (fake !== null) await stopChild(fake)
   }
+  // The profile is written as the floor exits.
+  const profile = options.cpuProf && profileRange !== undefined ? newestProfile(profileStartedAt, profileRange) : null
+  return { result, profile }
 }
 
 /** The fake upstream's environment: partials every 500 ms of speech when viewers are weighed, for every phase alike. */
@@ -305,9 +316,10 @@ async function main (opts: BenchOptions): Promise<void> {
     }
     for (const sink of sinks) runs.push(...(bySink.get(sink) ?? []))
     const floors: Floors = {}
-    for (const kind of opts.floors) floors[kind] = await runFloor(kind, certificate)
-    printReport(runs, floors, opts, machine)
-    rounds.push({ runs, floors })
+    const floorProfiles: FloorProfiles = {}
+    for (const kind of opts.floors) ({ result: floors[kind], profile: floorProfiles[kind] } = await runFloor(kind, certificate))
+    printReport(runs, floors, opts, machine, floorProfiles)
+    rounds.push({ runs, floors, floorProfiles })
   }
   if (rounds.length > 1) printRounds(rounds, opts.calls)
   console.log(`\nresults: ${writeResults(RESULTS_DIR, startedAt, rounds, opts, machine)}`)

@@ -11,9 +11,12 @@ import type { ChildMessage, ParentMessage } from './ipc.ts'
 const BENCH_DIR = new URL('../', import.meta.url).pathname
 const children = new Set<ChildProcess>()
 
-/** Forks bench/<script> with an IPC channel; its output goes to the bench's. `env` adds to the bench's environment. */
-export function forkChild (script: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess {
-  const child = fork(join(BENCH_DIR, script), args, { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...env } })
+/**
+ * Forks bench/<script> with an IPC channel; its output goes to the bench's. `env` adds to the bench's
+ * environment; `execArgv` adds node flags (e.g. --cpu-prof) to the bench's own.
+ */
+export function forkChild (script: string, args: string[] = [], env: Record<string, string> = {}, execArgv: string[] = []): ChildProcess {
+  const child = fork(join(BENCH_DIR, script), args, { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...env }, execArgv: [...process.execArgv, ...execArgv] })
   track(child)
   return child
 }

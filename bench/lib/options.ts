@@ -78,7 +78,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --pin            bind the measured process (service or floor) to CPU 0 and the generator, the fake
                    upstream, the receiver, the viewers and PostgreSQL to CPU 1 (taskset; 2+ CPUs),
                    so event-loop delay and latency measure the service rather than its neighbours
-  --cpu-prof       profile the service (its CPU figures then include the profiler)
+  --cpu-prof       profile the service and the floors (their CPU figures then include the
+                   profiler); each profile is printed in % of busy time and in ms, side by side
   --soak           report RSS, heap, event-loop delay and CPU per 30 s window
   --help           this text
 `

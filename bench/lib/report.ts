@@ -4,7 +4,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { ProfileSummary } from './cpu-profile.ts'
+import type { ProfileSummary, SelfTimeRow } from './cpu-profile.ts'
 import type { PhaseResult } from './measure.ts'
 import type { BenchOptions, Floor } from './options.ts'
 import { slope } from './stats.ts'
@@ -19,11 +19,14 @@ export interface ServiceRun {
 }
 
 export type Floors = Partial<Record<Floor, PhaseResult>>
+/** With --cpu-prof: each floor's profile, to set beside the service's. */
+export type FloorProfiles = Partial<Record<Floor, ProfileSummary | null>>
 
 /** One round: the service run(s), then the floors under the same load. */
 export interface Round {
   runs: ServiceRun[]
   floors: Floors
+  floorProfiles?: FloorProfiles
 }
 
 const FLOOR_TARGET: Record<Floor, number> = { receive: TARGETS.cpuRatio, bridge: TARGETS.bridgeCpuRatio }
@@ -56,7 +59,7 @@ function withoutViewers (runs: PhaseResult[], run: PhaseResult): PhaseResult | n
   return runs.find((other) => other.viewers === 0 && other.outbox === run.outbox) ?? null
 }
 
-export function printReport (runs: ServiceRun[], floors: Floors, options: BenchOptions, machine: string): void {
+export function printReport (runs: ServiceRun[], floors: Floors, options: BenchOptions, machine: string, floorProfiles: FloorProfiles = {}): void {
   const services = runs.map((run) => run.result)
   const floorKinds = Object.keys(floors) as Floor[]
   const perService = (cell: (service: PhaseResult) => string): string[] => services.map(cell)
@@ -127,7 +130,7 @@ export function printReport (runs: ServiceRun[], floors: Floors, options: BenchO
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)))
   const { calls, seconds, warmupSeconds, staggerSeconds } = options
   console.log(`\nmedstream bench: ${calls} calls × ${seconds} s measured (warm-up ${warmupSeconds} s, placed over ${staggerSeconds} s)${options.tls ? ', upstream over wss' : ''}${options.pin ? ', measured process on CPU 0 and the rest on CPU 1' : ''}`)
-  console.log(`machine: ${machine}${options.cpuProf ? '\nservice ran with --cpu-prof: its CPU figures include the profiler\'s overhead' : ''}\n`)
+  console.log(`machine: ${machine}${options.cpuProf ? '\nservice and floors ran with --cpu-prof: their CPU figures include the profiler\'s overhead' : ''}\n`)
   for (const row of rows) console.log(row.map((cell, column) => column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!)).join('  '))
   for (const run of runs) {
     const service = run.result
@@ -142,14 +145,21 @@ export function printReport (runs: ServiceRun[], floors: Floors, options: BenchO
       const perMinute = (series: Array<[number, number]>): string => fixed(slope(series.map(([at]) => at / 60_000), series.map(([, kb]) => kb)), 0)
       console.log(`RSS slope: ${perMinute(steady)} KiB per minute over the window, ${perMinute(half)} over its second half`)
     }
-    const profile = run.profile
-    if (profile !== null) {
-      console.log(`\nservice CPU profile${which}, measured window only (${profile.file}): ${profile.busyMs} ms busy of ${profile.durationMs} ms; self time, % of busy, ← main caller`)
-      for (const row of profile.top) console.log(`  ${fixed(row.busyPercent, 1).padStart(5)} %  ${row.function}${row.topCaller === undefined ? '' : `  ← ${row.topCaller}`}`)
-      console.log('by area:')
-      for (const row of profile.byArea) console.log(`  ${fixed(row.busyPercent, 1).padStart(5)} %  ${row.function}`)
-    }
+    if (run.profile !== null) printProfile(`service CPU profile${which}`, run.profile)
   }
+  for (const kind of floorKinds) {
+    const profile = floorProfiles[kind]
+    if (profile != null) printProfile(`${kind} floor CPU profile`, profile)
+  }
+}
+
+/** Self time per function and per area, as % of busy and as ms, so two profiles of one run compare in ms. */
+function printProfile (title: string, profile: ProfileSummary): void {
+  console.log(`\n${title}, measured window only (${profile.file}): ${profile.busyMs} ms busy of ${profile.durationMs} ms; self time, % of busy and ms, ← main caller`)
+  const line = (row: SelfTimeRow): string => `  ${fixed(row.busyPercent, 1).padStart(5)} %  ${String(Math.round(row.selfMs)).padStart(6)} ms  ${row.function}`
+  for (const row of profile.top) console.log(`${line(row)}${row.topCaller === undefined ? '' : `  ← ${row.topCaller}`}`)
+  console.log('by area:')
+  for (const row of profile.byArea) console.log(line(row))
 }
 
 const median = (values: number[]): number => {
@@ -210,7 +220,7 @@ export function writeResults (resultsDir: string, startedAt: Date, rounds: Round
   const { calls, seconds } = options
   const suffix = `${options.outboxes.length === 0 ? '' : `-${options.outboxes.join('-')}`}${options.viewers > 0 ? `-viewers${options.viewers}` : ''}`
   const file = join(resultsDir, `${startedAt.toISOString().replace(/[:.]/g, '-')}-${calls}c-${seconds}s${options.tls ? '-tls' : ''}${suffix}.json`)
-  const { runs, floors } = rounds[rounds.length - 1]!
+  const { runs, floors, floorProfiles } = rounds[rounds.length - 1]!
   const first = runs[0]!
   const ratio = (service: PhaseResult, kind: Floor): number | null => floors[kind] === undefined ? null : service.cpuPerCallMinute / floors[kind].cpuPerCallMinute
   const figures = roundFigures(rounds, calls)
@@ -224,6 +234,7 @@ export function writeResults (resultsDir: string, startedAt: Date, rounds: Round
     floor: floors.receive ?? null,
     floors,
     profile: first.profile,
+    ...(floorProfiles === undefined || Object.keys(floorProfiles).length === 0 ? {} : { floorProfiles }),
     ...(runs.length === 1 ? {} : { services: runs.map((run) => ({ outbox: run.result.outbox, viewers: run.result.viewers, cpuRatioToFloor: ratio(run.result, 'receive'), cpuRatioToBridgeFloor: ratio(run.result, 'bridge'), service: run.result, profile: run.profile })) }),
     ...(rounds.length === 1 ? {} : { rounds: figures.perRound, medians: figures.medians, roundsCounted: figures.counted })
   }, null, 2) + '\n')
