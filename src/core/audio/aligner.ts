@@ -1,5 +1,5 @@
 import { decodeMulaw } from './mulaw.ts'
-import { mixSaturating } from './mixer.ts'
+import { INT16_MAX, INT16_MIN } from './mixer.ts'
 import { TrackEnergy } from './energy.ts'
 import type { Track } from '../call/types.ts'
 
@@ -267,15 +267,43 @@ export class TrackAligner {
     const to = Math.min(a.head, b.head)
     const length = to - at
     if (length <= 0) return
-    a.energy.add(a.buf, length, at)
-    b.energy.add(b.buf, length, at)
-    mixSaturating(a.buf, b.buf, this.#mixed, length)
+    mixMeasured(a, b, this.#mixed, length, at)
     // Whatever a lane holds beyond the mixed span moves to the front: at most maxWait, and in the
     // usual interleave (one frame per track per tick) nothing at all.
     if (a.head > to) a.buf.copyWithin(0, length, a.head - at)
     if (b.head > to) b.buf.copyWithin(0, length, b.head - at)
     this.#mixPos = to
     this.#onMixed(this.#mixed, length, at)
+  }
+}
+
+/**
+ * `out = a + b` saturated to int16 (see mixSaturating), recording each lane's energy in the same
+ * pass: one read of each sample instead of three, on the path every frame takes.
+ */
+function mixMeasured (a: Lane, b: Lane, out: Int16Array, length: number, at: number): void {
+  if (length > a.buf.length || length > b.buf.length || length > out.length) {
+    throw new RangeError(`mixMeasured: length ${length} exceeds a buffer (${a.buf.length}, ${b.buf.length}, ${out.length})`)
+  }
+  const x = a.buf
+  const y = b.buf
+  const blockSamples = a.energy.blockSamples
+  let i = 0
+  while (i < length) {
+    const pos = at + i
+    const n = Math.min(length - i, blockSamples - pos % blockSamples)
+    let sumA = 0
+    let sumB = 0
+    for (let end = i + n; i < end; i++) {
+      const p = x[i]!
+      const q = y[i]!
+      sumA += p * p
+      sumB += q * q
+      const sum = p + q
+      out[i] = sum > INT16_MAX ? INT16_MAX : (sum < INT16_MIN ? INT16_MIN : sum)
+    }
+    a.energy.addBlock(pos, n, sumA)
+    b.energy.addBlock(pos, n, sumB)
   }
 }
 

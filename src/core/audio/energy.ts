@@ -54,6 +54,11 @@ export class TrackEnergy {
     this.#counts = new Uint16Array(this.#blockCount)
   }
 
+  /** Samples per block of the record (blockMs of timeline). */
+  get blockSamples (): number {
+    return this.#blockSamples
+  }
+
   /**
    * Records `samples[0..length)` as the track's audio at timeline positions `[startSample, startSample + length)`.
    * Positions are expected once each, in rising order; audio older than the window is ignored.
@@ -63,35 +68,42 @@ export class TrackEnergy {
       throw new RangeError(`TrackEnergy.add: invalid range of ${length} samples at ${startSample}`)
     }
     const blockSamples = this.#blockSamples
-    const blockCount = this.#blockCount
-    const ids = this.#ids
     let pos = startSample
     let i = 0
     while (i < length) {
-      const block = Math.floor(pos / blockSamples)
-      const n = Math.min(length - i, (block + 1) * blockSamples - pos)
-      const slot = block % blockCount
-      const held = ids[slot]!
-      if (held !== block) {
-        if (held > block || block <= this.#newest - blockCount) {
-          i += n
-          pos += n
-          continue
-        }
-        ids[slot] = block
-        this.#sums[slot] = 0
-        this.#counts[slot] = 0
-      }
+      const n = Math.min(length - i, blockSamples - pos % blockSamples)
       let sum = 0
       for (let end = i + n; i < end; i++) {
         const s = samples[i]!
         sum += s * s
       }
-      this.#sums[slot]! += sum
-      this.#counts[slot]! += n
+      this.addBlock(pos, n, sum)
       pos += n
-      if (block > this.#newest) this.#newest = block
     }
+  }
+
+  /**
+   * Records `count` samples at timeline positions `[startSample, startSample + count)`, all in one
+   * block, whose squares sum to `sumOfSquares`: for a caller that already reads the samples (the
+   * aligner, while it mixes) and so need not read them twice.
+   */
+  addBlock (startSample: number, count: number, sumOfSquares: number): void {
+    const block = Math.floor(startSample / this.#blockSamples)
+    if (!(startSample >= 0) || count < 0 || startSample + count > (block + 1) * this.#blockSamples) {
+      throw new RangeError(`TrackEnergy.addBlock: ${count} samples at ${startSample} are not within one block`)
+    }
+    const slot = block % this.#blockCount
+    const held = this.#ids[slot]!
+    if (held !== block) {
+      // Older than what the slot holds, or than the window: ignored.
+      if (held > block || block <= this.#newest - this.#blockCount) return
+      this.#ids[slot] = block
+      this.#sums[slot] = 0
+      this.#counts[slot] = 0
+    }
+    this.#sums[slot]! += sumOfSquares
+    this.#counts[slot]! += count
+    if (block > this.#newest) this.#newest = block
   }
 
   /**

@@ -1,5 +1,5 @@
-const INT16_MAX = 32767
-const INT16_MIN = -32768
+export const INT16_MAX = 32767
+export const INT16_MIN = -32768
 
 /**
  * `out[i] = a[i] + b[i]` for `i < length`, clamped to int16: two loud talkers overlapping clip instead

@@ -59,6 +59,21 @@ test('TrackEnergy keeps the newer block when a slot is written out of order', ()
   assert.equal(energy.meanSquare(0, 50), null)
 })
 
+test('TrackEnergy records a block sum as add records the samples when given their sum of squares', () => {
+  const samples = Int16Array.from({ length: 1000 }, (_, i) => Math.round(3000 * Math.sin(i / 7)))
+  const byAdd = new TrackEnergy()
+  byAdd.add(samples, 1000, 300)
+  const byBlock = new TrackEnergy()
+  // [300, 1300) in the 400-sample blocks 0..3: pieces of 100, 400, 400 and 100.
+  for (const [from, to] of [[0, 100], [100, 500], [500, 900], [900, 1000]] as const) {
+    byBlock.addBlock(300 + from, to - from, samples.subarray(from, to).reduce((sum, s) => sum + s * s, 0))
+  }
+  for (const [fromMs, toMs] of [[0, 200], [37.5, 50], [50, 100], [100, 162.5], [40, 150]] as const) {
+    assert.equal(byBlock.meanSquare(fromMs, toMs), byAdd.meanSquare(fromMs, toMs), `${fromMs}..${toMs} ms`)
+  }
+  assert.throws(() => byBlock.addBlock(1590, 20, 0), RangeError, 'a span across a block boundary is refused')
+})
+
 test('TrackEnergy refuses with a RangeError when options are out of range', () => {
   assert.throws(() => new TrackEnergy({ blockMs: 0 }), RangeError)
   assert.throws(() => new TrackEnergy({ blockMs: 50, windowMs: 10 }), RangeError)
