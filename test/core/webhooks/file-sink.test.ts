@@ -72,3 +72,42 @@ test('file sink counts and logs an event it cannot write when the call file cann
   assert.doesNotMatch(lines.join(''), /metoprolol/, 'never the body')
   assert.equal(readFileSync(join(dataDir, 'transcripts', `${callSid(2)}.jsonl`), 'utf8'), `${other.body}\n`, 'other calls go on')
 })
+
+test('file sink holds one descriptor per running call and closes it after call.ended when publishing', async (t) => {
+  const dataDir = tempDir(t)
+  const sink = new FileSink({ dataDir, ...quiet })
+  const descriptors = (): number => readdirSync('/proc/self/fd').length
+  const before = descriptors()
+  const events = [testEvent(1, 1, 'call.started'), testEvent(2, 1, 'call.started'), testEvent(1, 2), testEvent(2, 2), testEvent(1, 3)]
+  for (const event of events) sink.publish(event)
+  assert.equal(sink.openFiles, 2)
+  assert.equal(descriptors() - before, 2, 'one open file per call, not per event')
+  const ended = testEvent(1, 4, 'call.ended')
+  sink.publish(ended)
+  assert.equal(sink.openFiles, 1)
+  assert.equal(descriptors() - before, 1, 'the ended call\'s file is closed')
+  await sink.close(Date.now())
+  assert.equal(descriptors() - before, 0, 'close closes the rest')
+  const read = (n: number): string => readFileSync(join(dataDir, 'transcripts', `${callSid(n)}.jsonl`), 'utf8')
+  assert.equal(read(1), [events[0], events[2], events[4], ended].map((event) => `${event?.body}\n`).join(''))
+  assert.equal(read(2), [events[1], events[3]].map((event) => `${event?.body}\n`).join(''))
+})
+
+test('file sink keeps at most 512 call files open when more calls run, and every line lands', async (t) => {
+  const dataDir = tempDir(t)
+  const sink = new FileSink({ dataDir, ...quiet })
+  const calls = 520
+  const started = Array.from({ length: calls + 1 }, (_, n) => testEvent(n, 1, 'call.started'))
+  const turns = Array.from({ length: calls + 1 }, (_, n) => testEvent(n, 2))
+  for (let n = 1; n <= calls; n++) sink.publish(started[n]!)
+  assert.equal(sink.openFiles, 512)
+  // The first calls' files were closed to make room: their next lines reopen them.
+  for (let n = 1; n <= calls; n++) sink.publish(turns[n]!)
+  assert.equal(sink.openFiles, 512)
+  await sink.close(Date.now())
+  assert.equal(sink.openFiles, 0)
+  for (const n of [1, 8, 9, 300, calls]) {
+    const lines = readFileSync(join(dataDir, 'transcripts', `${callSid(n)}.jsonl`), 'utf8').trimEnd().split('\n')
+    assert.deepEqual(lines, [started[n]!.body, turns[n]!.body], `call ${n}`)
+  }
+})
