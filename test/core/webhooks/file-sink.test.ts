@@ -93,7 +93,7 @@ test('file sink holds one descriptor per running call and closes it after call.e
   assert.equal(read(2), [events[1], events[3]].map((event) => `${event?.body}\n`).join(''))
 })
 
-test('file sink keeps at most 512 call files open when more calls run, and every line lands', async (t) => {
+test('file sink keeps at most 512 call files open and loses no line when more calls run', async (t) => {
   const dataDir = tempDir(t)
   const sink = new FileSink({ dataDir, ...quiet })
   const calls = 520
