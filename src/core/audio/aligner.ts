@@ -1,7 +1,10 @@
 import { decodeMulaw } from './mulaw.ts'
-import { mixSaturating } from './mixer.ts'
+import { copyInto, mixSaturating } from './mixer.ts'
+import type { MixOutput } from './mixer.ts'
 import { TrackEnergy } from './energy.ts'
 import type { Track } from '../call/types.ts'
+
+export type { MixOutput } from './mixer.ts'
 
 /**
  * What became of a frame. 'ok': placed (a hole before it became silence). 'late': its place was
@@ -43,9 +46,16 @@ export interface AlignerOptions {
   /**
    * Receives the mixed mono PCM16 in timeline order, `samples[0..length)` at timeline positions
    * `[startSample, startSample + length)`, at most maxWait + 128 ms per call. The array is reused once
-   * the call returns: copy what must outlive it. Must not call back into the aligner.
+   * the call returns: copy what must outlive it. Must not call back into the aligner. Give this or
+   * `output`.
    */
-  onMixed (samples: Int16Array, length: number, startSample: number): void
+  onMixed?: (samples: Int16Array, length: number, startSample: number) => void
+  /**
+   * Where the mix is written directly, in timeline order, instead of a scratch array handed to
+   * `onMixed` (which the consumer would then copy): the Chunker. Its `commit` must not call back
+   * into the aligner. Give this or `onMixed`.
+   */
+  output?: MixOutput
 }
 
 const DEFAULTS = { maxWaitMs: 60, maxJumpMs: 10_000, sampleRate: 8000 }
@@ -73,13 +83,16 @@ interface Lane {
  * Places the frames of one or two Twilio tracks on the call timeline (`media.timestamp` × 8 samples),
  * fills holes with silence and emits the tracks' mix in order. No timers: a track is waited for only
  * while the other is less than maxWaitMs ahead on the timeline, which keeps tests deterministic.
- * Memory: two lanes of (maxWait + 128 ms) of PCM16 and a mix buffer, 9 KB with the defaults, plus
- * the two TrackEnergy records (38 KB each).
+ * Memory: two lanes of (maxWait + 128 ms) of PCM16, 6 KB with the defaults (3 KB more for the scratch
+ * mix when the mix goes to `onMixed`), plus the two TrackEnergy records (38 KB each).
  */
 export class TrackAligner {
   readonly energy: { inbound: TrackEnergy, outbound: TrackEnergy }
   readonly stats: { inbound: TrackStats, outbound: TrackStats }
-  readonly #onMixed: AlignerOptions['onMixed']
+  readonly #output: MixOutput
+  /** Set with `onMixed`: the mix goes to #scratch, and from there to onMixed. */
+  readonly #onMixed: ((samples: Int16Array, length: number, startSample: number) => void) | null
+  readonly #scratch: ScratchOutput | null
   readonly #inbound: Lane | null
   readonly #outbound: Lane | null
   /** Both lanes in two-track mode, else null: the single lane is emitted without mixing. */
@@ -90,7 +103,6 @@ export class TrackAligner {
   readonly #maxJump: number
   readonly #tolerance: number
   readonly #capacity: number
-  readonly #mixed: Int16Array
   #start = -1
   #mixPos = 0
 
@@ -112,9 +124,14 @@ export class TrackAligner {
     if (!Number.isInteger(maxJumpMs) || maxJumpMs < maxWaitMs || maxJumpMs > 600_000) {
       throw new RangeError(`TrackAligner: maxJumpMs must be an integer from maxWaitMs (${maxWaitMs}) to 600000, got ${maxJumpMs}`)
     }
-    if (typeof options.onMixed !== 'function') throw new TypeError('TrackAligner: onMixed must be a function')
+    const output = options.output ?? null
+    const onMixed = options.onMixed ?? null
+    if ((output === null) === (onMixed === null) || (onMixed !== null && typeof onMixed !== 'function') ||
+      (output !== null && (typeof output.target !== 'function' || typeof output.commit !== 'function'))) {
+      throw new TypeError('TrackAligner: give either onMixed (a function) or output (a MixOutput)')
+    }
 
-    this.#onMixed = options.onMixed
+    this.#onMixed = onMixed
     this.#samplesPerMs = sampleRate / 1000
     this.#maxWait = maxWaitMs * this.#samplesPerMs
     this.#maxJump = maxJumpMs * this.#samplesPerMs
@@ -128,12 +145,14 @@ export class TrackAligner {
     if (this.#inbound !== null && this.#outbound !== null) {
       this.#pair = [this.#inbound, this.#outbound]
       this.#single = null
-      this.#mixed = new Int16Array(this.#capacity)
     } else {
       this.#pair = null
       this.#single = this.#inbound ?? this.#outbound
-      this.#mixed = new Int16Array(0)
     }
+    // With onMixed, a single track's lane is handed over as it stands; two tracks are mixed into a
+    // scratch array first.
+    this.#scratch = onMixed !== null && this.#pair !== null ? new ScratchOutput(this.#capacity) : null
+    this.#output = output ?? this.#scratch ?? new ScratchOutput(0)
   }
 
   /** Timeline position (samples) of the first mixed sample: the first frame's timestamp × 8; null before it. */
@@ -255,7 +274,8 @@ export class TrackAligner {
       if (length <= 0) return
       single.energy.add(single.buf, length, at)
       this.#mixPos = single.head
-      this.#onMixed(single.buf, length, at)
+      if (this.#onMixed !== null) this.#onMixed(single.buf, length, at)
+      else copyInto(this.#output, single.buf, length)
       return
     }
     const pair = this.#pair!
@@ -267,13 +287,37 @@ export class TrackAligner {
     const to = Math.min(a.head, b.head)
     const length = to - at
     if (length <= 0) return
-    mixMeasured(a, b, this.#mixed, length, at)
+    const scratch = this.#scratch
+    if (scratch !== null) scratch.filled = 0
+    mixInto(a, b, this.#output, length, at)
     // Whatever a lane holds beyond the mixed span moves to the front: at most maxWait, and in the
     // usual interleave (one frame per track per tick) nothing at all.
     if (a.head > to) a.buf.copyWithin(0, length, a.head - at)
     if (b.head > to) b.buf.copyWithin(0, length, b.head - at)
     this.#mixPos = to
-    this.#onMixed(this.#mixed, length, at)
+    if (scratch !== null) this.#onMixed!(scratch.buf, length, at)
+  }
+}
+
+/** The mix's destination when the consumer takes it through onMixed: an array refilled from 0 by each mix. */
+class ScratchOutput implements MixOutput {
+  readonly buf: Int16Array
+  filled = 0
+
+  constructor (samples: number) {
+    this.buf = new Int16Array(samples)
+  }
+
+  get room (): number {
+    return this.buf.length - this.filled
+  }
+
+  target (): Int16Array {
+    return this.buf
+  }
+
+  commit (count: number): void {
+    this.filled += count
   }
 }
 
@@ -281,20 +325,23 @@ export class TrackAligner {
 const SQUARES = new Float64Array(2)
 
 /**
- * `out = a + b` saturated to int16, recording each lane's energy per block of its record in the
- * same pass: one read of each sample instead of three, on the path every frame takes.
+ * `a + b` saturated to int16, written straight into `output`, recording each lane's energy per
+ * block of its record in the same pass: one read of each sample, and one write of each mixed
+ * sample, on the path every frame takes. Split where an energy block or the output's room ends.
  */
-function mixMeasured (a: Lane, b: Lane, out: Int16Array, length: number, at: number): void {
+function mixInto (a: Lane, b: Lane, output: MixOutput, length: number, at: number): void {
   const blockSamples = a.energy.blockSamples
   let i = 0
   while (i < length) {
     const pos = at + i
-    const n = Math.min(length - i, blockSamples - pos % blockSamples)
+    const target = output.target()
+    const n = Math.min(length - i, blockSamples - pos % blockSamples, output.room)
     SQUARES[0] = 0
     SQUARES[1] = 0
-    mixSaturating(a.buf, b.buf, out, i, i + n, SQUARES)
+    mixSaturating(a.buf, b.buf, target, i, i + n, SQUARES, output.filled)
     a.energy.addBlock(pos, n, SQUARES[0])
     b.energy.addBlock(pos, n, SQUARES[1])
+    output.commit(n)
     i += n
   }
 }

@@ -1,4 +1,6 @@
 import { endianness } from 'node:os'
+import { copyInto } from './mixer.ts'
+import type { MixOutput } from './mixer.ts'
 
 // Chunks are filled through an Int16Array view, which writes the platform's byte order; AssemblyAI
 // wants pcm_s16le. Every platform Node ships for is little-endian, but say so if that ever changes.
@@ -62,7 +64,7 @@ export function sharedChunkPool (bytes: number): ChunkPool {
  * `onChunk`, so the sender may queue it, and hand it back to the pool when done; at most one partial
  * chunk is held here.
  */
-export class Chunker {
+export class Chunker implements MixOutput {
   readonly chunkMs: number
   readonly sampleRate: number
   readonly #chunkSamples: number
@@ -108,23 +110,41 @@ export class Chunker {
     if (!(length >= 0) || length > samples.length) {
       throw new RangeError(`Chunker.push: length ${length} is outside the ${samples.length}-sample array`)
     }
-    const chunkSamples = this.#chunkSamples
-    let i = 0
-    while (i < length) {
-      // Allocated only when a sample arrives, so flush never meets an empty chunk. Its own
-      // ArrayBuffer (not a slice of Node's 8 KiB pool): chunks kept for a replay then hold only
-      // their own 800 bytes alive, and the Int16Array view needs the aligned offset 0.
-      if (this.#chunk === null) {
-        this.#chunk = this.#pool === null ? Buffer.allocUnsafeSlow(chunkSamples * 2) : this.#pool.acquire()
-        this.#view = new Int16Array(this.#chunk.buffer, 0, chunkSamples)
-      }
-      const count = Math.min(length - i, chunkSamples - this.#filled)
-      // A loop rather than set(subarray): ~20 samples a ms per call, and no view object per push.
-      const view = this.#view as Int16Array
-      for (let end = i + count, at = this.#filled; i < end; i++, at++) view[at] = samples[i]!
-      this.#filled += count
-      if (this.#filled === chunkSamples) this.#emit(this.#chunk, chunkSamples)
+    copyInto(this, samples, length)
+  }
+
+  /**
+   * The chunk being filled, as samples, for a writer that produces them in place (the aligner mixes
+   * straight into it): write at `filled`, at most `room` samples, then `commit`. Takes a buffer
+   * (fresh, or from the pool) when none is held.
+   */
+  target (): Int16Array {
+    if (this.#view === null) {
+      // Its own ArrayBuffer (not a slice of Node's 8 KiB pool): chunks kept for a replay then hold
+      // only their own 800 bytes alive, and the Int16Array view needs the aligned offset 0.
+      this.#chunk = this.#pool === null ? Buffer.allocUnsafeSlow(this.#chunkSamples * 2) : this.#pool.acquire()
+      this.#view = new Int16Array(this.#chunk.buffer, 0, this.#chunkSamples)
     }
+    return this.#view
+  }
+
+  /** Samples written into the chunk being filled. */
+  get filled (): number {
+    return this.#filled
+  }
+
+  /** Samples the chunk being filled still takes. */
+  get room (): number {
+    return this.#chunkSamples - this.#filled
+  }
+
+  /** `count` samples were written into `target()` at `filled`; a chunk this completes goes to onChunk now. */
+  commit (count: number): void {
+    if (this.#view === null || !(count >= 0) || count > this.#chunkSamples - this.#filled) {
+      throw new RangeError(`Chunker.commit: ${count} samples do not fit the chunk (${this.#view === null ? 'none held' : `${this.#chunkSamples - this.#filled} samples of room`})`)
+    }
+    this.#filled += count
+    if (this.#filled === this.#chunkSamples) this.#emit(this.#chunk as Buffer, this.#chunkSamples)
   }
 
   /**

@@ -130,7 +130,8 @@ export class CallSession {
     this.#aligner = new TrackAligner({
       tracks: options.identity.tracks,
       sampleRate: TWILIO_SAMPLE_RATE,
-      onMixed: (samples, length) => this.#chunker.push(samples, length)
+      // The mix is written straight into the chunk being filled: no scratch array and no copy.
+      output: this.#chunker
     })
     this.segment = options.segment ?? FIRST_SEGMENT
     this.firstAudioMs = new Promise((resolve) => { this.#resolveFirstAudio = resolve })

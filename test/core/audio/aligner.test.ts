@@ -1,7 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { TrackAligner } from '../../../src/core/audio/aligner.ts'
-import type { AlignerOptions, PushResult } from '../../../src/core/audio/aligner.ts'
+import type { AlignerOptions, MixOutput, PushResult } from '../../../src/core/audio/aligner.ts'
+import { Chunker } from '../../../src/core/audio/chunker.ts'
 import type { Track } from '../../../src/core/call/types.ts'
 import { prng } from '../../helpers/prng.ts'
 
@@ -340,6 +341,86 @@ test('TrackAligner refuses with a clear error when options are invalid', () => {
   assert.throws(() => new TrackAligner({ tracks: ['inbound'], maxWaitMs: -1, onMixed }), /maxWaitMs/)
   assert.throws(() => new TrackAligner({ tracks: ['inbound'], maxWaitMs: 100, maxJumpMs: 50, onMixed }), /maxJumpMs/)
   assert.throws(() => new TrackAligner({ tracks: ['inbound'], sampleRate: 8001, onMixed }), /sampleRate/)
+  assert.throws(() => new TrackAligner({ tracks: ['inbound'] }), { name: 'TypeError', message: /either onMixed .* or output/ })
+  assert.throws(() => new TrackAligner({ tracks: ['inbound'], onMixed, output: new Chunker(50, () => {}) }), { name: 'TypeError', message: /either onMixed .* or output/ })
+})
+
+/** A MixOutput with an odd, small room per piece, so the mix is split at every kind of boundary. */
+class PiecewiseOutput implements MixOutput {
+  readonly samples: number[] = []
+  readonly #piece: Int16Array
+  filled = 0
+
+  constructor (pieceSamples: number) {
+    this.#piece = new Int16Array(pieceSamples)
+  }
+
+  get room (): number { return this.#piece.length - this.filled }
+
+  target (): Int16Array {
+    return this.#piece
+  }
+
+  commit (count: number): void {
+    assert.ok(count >= 1 && count <= this.room, `commit(${count}) with ${this.room} of room`)
+    this.filled += count
+    if (this.filled === this.#piece.length) {
+      for (const sample of this.#piece) this.samples.push(sample)
+      this.filled = 0
+    }
+  }
+
+  /** Everything written, the piece in progress included. */
+  all (): number[] {
+    return [...this.samples, ...this.#piece.subarray(0, this.filled)]
+  }
+}
+
+test('TrackAligner writes the same mix and energy into an output as it hands to onMixed when frames are dropped, delayed and jittered', () => {
+  for (const tracks of [['inbound', 'outbound'], ['outbound']] as Track[][]) {
+    for (let seed = 200; seed < 206; seed++) {
+      const random = prng(seed)
+      const frames: Frame[] = []
+      for (let k = 0; k < 300; k++) {
+        for (const track of tracks) {
+          if (random() < 0.05) continue
+          frames.push({ track, ms: 150 + 20 * k + Math.floor(random() * 5) - 2, bytes: randomFrame(random, 80 + Math.floor(random() * 3) * 80) })
+        }
+        // Now and then a track's frames come a few ticks late, out of order with the other's.
+        if (random() < 0.1 && frames.length > 4) frames.push(...frames.splice(frames.length - 4, 2))
+      }
+      const reference = harness({ tracks })
+      const piecewise = new PiecewiseOutput(37)
+      const chunks: Buffer[] = []
+      const chunker = new Chunker(50, (chunk) => chunks.push(Buffer.from(chunk)))
+      const intoPieces = new TrackAligner({ tracks, output: piecewise })
+      const intoChunks = new TrackAligner({ tracks, output: chunker })
+      for (const frame of frames) {
+        const expected = reference.push(frame)
+        assert.equal(intoPieces.push(frame.track, frame.ms, frame.bytes), expected)
+        assert.equal(intoChunks.push(frame.track, frame.ms, frame.bytes), expected)
+      }
+      for (const aligner of [reference.aligner, intoPieces, intoChunks]) aligner.flush()
+      chunker.flush(0)
+      const what = `${tracks.join('+')} seed ${seed}`
+      assert.ok(reference.output.length > 40_000, `${what}: the run mixes a lot of audio`)
+      assertSamplesEqual(piecewise.all(), reference.output, `${what}: output in 37-sample pieces`)
+      const chunked = Buffer.concat(chunks)
+      assertSamplesEqual(new Int16Array(chunked.buffer, chunked.byteOffset, chunked.length / 2), reference.output, `${what}: chunks`)
+      for (const aligner of [intoPieces, intoChunks]) {
+        assert.deepEqual(aligner.stats, reference.aligner.stats, `${what}: stats`)
+        assert.equal(aligner.endSample, reference.aligner.endSample)
+        for (const track of tracks) {
+          for (let fromMs = 150; fromMs < 6150; fromMs += 370) {
+            // Float32 block sums: a block recorded in two pieces may round differently in the last bits.
+            const actual = aligner.energy[track].meanSquare(fromMs, fromMs + 830)!
+            const expected = reference.aligner.energy[track].meanSquare(fromMs, fromMs + 830)!
+            assert.ok(expected > 0 && Math.abs(actual - expected) <= 1e-6 * expected, `${what}: ${track} energy at ${fromMs} ms: ${actual} instead of ${expected}`)
+          }
+        }
+      }
+    }
+  }
 })
 
 test('TrackAligner resumes a track that stalled longer than maxJumpMs while the other went on', () => {

@@ -54,6 +54,44 @@ for (const chunkMs of [50, 51, 100, 160, 333, 500, 999, 1000]) {
   })
 }
 
+test('Chunker emits the same chunks when samples are written in place through target and commit as when pushed', () => {
+  const input = randomInt16(8000 * 3 + 77)
+  const pushed: Emitted[] = []
+  const written: Emitted[] = []
+  const byPush = new Chunker(50, (chunk, startSample) => pushed.push({ chunk, startSample }))
+  const inPlace = new Chunker(50, (chunk, startSample) => written.push({ chunk, startSample }))
+  for (let at = 0; at < input.length;) {
+    const length = Math.min(input.length - at, 1 + Math.floor(Math.random() * 700))
+    byPush.push(input.subarray(at, at + length), length)
+    for (let end = at + length; at < end;) {
+      const target = inPlace.target()
+      const count = Math.min(end - at, inPlace.room)
+      assert.ok(count >= 1, 'target() leaves room for at least one sample')
+      target.set(input.subarray(at, at + count), inPlace.filled)
+      inPlace.commit(count)
+      at += count
+    }
+  }
+  byPush.flush()
+  inPlace.flush()
+  assert.equal(written.length, pushed.length)
+  written.forEach(({ chunk, startSample }, index) => {
+    assert.equal(startSample, pushed[index]!.startSample)
+    assert.ok(chunk.equals(pushed[index]!.chunk), `chunk ${index}`)
+  })
+  assertSamplesEqual(concatSamples(written).subarray(0, input.length), input)
+})
+
+test('Chunker refuses a commit with a RangeError when no chunk is held or it exceeds the room', () => {
+  const chunker = new Chunker(50, () => {})
+  assert.throws(() => chunker.commit(1), { name: 'RangeError', message: /none held/ })
+  chunker.target()
+  chunker.commit(390)
+  assert.equal(chunker.room, 10)
+  assert.throws(() => chunker.commit(11), { name: 'RangeError', message: /10 samples of room/ })
+  assert.throws(() => chunker.commit(-1), RangeError)
+})
+
 test('Chunker pads the tail with silence to 50 ms when less is held at flush', () => {
   const emitted: Emitted[] = []
   const chunker = new Chunker(100, (chunk, startSample) => emitted.push({ chunk, startSample }))

@@ -34,6 +34,12 @@ test('mixSaturating mixes in place and leaves the rest alone when given a range'
   assert.deepEqual(Array.from(a), [1, 22, 33, 44, 5])
 })
 
+test('mixSaturating writes the mix from outStart when the output is another array at another offset', () => {
+  const out = new Int16Array(8).fill(-7)
+  mixSaturating(Int16Array.of(1, 2, 3, 4, 5), Int16Array.of(10, 20, 30, 40, 32767), out, 2, 5, new Float64Array(2), 4)
+  assert.deepEqual(Array.from(out), [-7, -7, -7, -7, 33, 44, 32767, -7])
+})
+
 test('mixSaturating adds each input\'s sum of squares over the range to what squares holds when mixing', () => {
   const a = randomInt16(1000)
   const b = randomInt16(1000)
@@ -46,4 +52,5 @@ test('mixSaturating adds each input\'s sum of squares over the range to what squ
 test('mixSaturating throws a RangeError when the range exceeds an array', () => {
   assert.throws(() => mixSaturating(new Int16Array(4), new Int16Array(3), new Int16Array(4), 0, 4, new Float64Array(2)), RangeError)
   assert.throws(() => mixSaturating(new Int16Array(4), new Int16Array(4), new Int16Array(4), -1, 4, new Float64Array(2)), RangeError)
+  assert.throws(() => mixSaturating(new Int16Array(4), new Int16Array(4), new Int16Array(6), 0, 4, new Float64Array(2), 3), RangeError)
 })
