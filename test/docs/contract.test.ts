@@ -58,8 +58,9 @@ test('.env.example documents every variable that docs/interface.md lists', () =>
 test('docs/interface.md lists exactly the metrics the code declares, with their types', () => {
   const declared = new Map<string, string>()
   for (const path of filesUnder('src').filter((file) => file.endsWith('.ts'))) {
-    for (const match of read(path).matchAll(/new (Counter|Gauge|Histogram)\(\{ name: '(medstream_\w+)'/g)) {
-      declared.set(match[2] as string, (match[1] as string).toLowerCase())
+    // HotHistogram (core/metrics.ts) is a histogram kept for the hot path, exposed as one.
+    for (const match of read(path).matchAll(/new (Counter|Gauge|Histogram|HotHistogram)\(\{ name: '(medstream_\w+)'/g)) {
+      declared.set(match[2] as string, (match[1] as string).replace('HotHistogram', 'Histogram').toLowerCase())
     }
   }
   assert.ok(declared.size > 10, 'the declarations are found')
