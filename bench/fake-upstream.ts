@@ -1,7 +1,8 @@
 /**
  * The fake AssemblyAI server in a process of its own, so its CPU is not the service's. Started by
  * bench/run.ts with an IPC channel: it answers `collect` with each session's audio byte count and the
- * arrival time of every binary frame (epoch ms), from which the outside latency is computed.
+ * arrival time of every binary frame (ms on the machine's monotonic clock, as `clockMs()` reads it),
+ * from which the outside latency is computed.
  * Arguments: the API key it accepts, then (with `--tls`) the PEM certificate and key files it serves
  * wss with. BENCH_PARTIALS_PER_TURN in its environment sets the partials per turn (1).
  */
@@ -44,13 +45,11 @@ function callKey (query: URLSearchParams): string | null {
 
 process.on('message', (message: ParentMessage) => {
   if (message.type !== 'collect') return
-  const origin = performance.timeOrigin
   const sessions: UpstreamSessionReport[] = fake.sessions.map((session) => {
-    const relative = message.fromAt - origin
+    // The fake records arrivals on the machine's monotonic clock, which clockMs() reads too.
     let firstIndex = 0
-    while (firstIndex < session.frameArrivals.length && (session.frameArrivals[firstIndex] as number) < relative) firstIndex++
-    const arrivals = new Float64Array(session.frameArrivals.length - firstIndex)
-    for (let i = 0; i < arrivals.length; i++) arrivals[i] = origin + (session.frameArrivals[firstIndex + i] as number)
+    while (firstIndex < session.frameArrivals.length && (session.frameArrivals[firstIndex] as number) < message.fromAt) firstIndex++
+    const arrivals = Float64Array.from(session.frameArrivals.slice(firstIndex))
     return {
       key: callKey(session.query),
       closed: session.closed,

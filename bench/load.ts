@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs'
 import WebSocket from 'ws'
 import { TwilioSimulator } from '../test/fakes/twilio-simulator.ts'
 import type { CallReport, ChildMessage, LoadPlan, ParentMessage } from './lib/ipc.ts'
-import { epochMs } from './lib/proc.ts'
+import { clockMs } from './lib/proc.ts'
 
 const FRAME_MS = 20
 const FRAME_BYTES = 160
@@ -128,7 +128,7 @@ class Call {
           },
           streamSid: this.#streamSid
         }))
-        this.#startedAt = epochMs()
+        this.#startedAt = clockMs()
         this.#schedule()
       })
     } catch (error) {
@@ -139,7 +139,7 @@ class Call {
 
   #schedule (): void {
     const due = this.#startedAt + (this.#tick + 1) * FRAME_MS
-    this.#timer = setTimeout(() => { this.#pump() }, Math.max(0, due - epochMs()))
+    this.#timer = setTimeout(() => { this.#pump() }, Math.max(0, due - clockMs()))
   }
 
   /** Sends every frame already due (a late wake-up catches up), then sleeps until the next. */
@@ -148,7 +148,7 @@ class Call {
     const ws = this.#ws
     if (ws === null || ws.readyState !== WebSocket.OPEN) return
     const plan = this.#plan
-    let now = epochMs()
+    let now = clockMs()
     for (;;) {
       const due = this.#startedAt + (this.#tick + 1) * FRAME_MS
       if (due > now) break
@@ -157,7 +157,7 @@ class Call {
         return
       }
       this.#sendTick(ws, due)
-      now = epochMs()
+      now = clockMs()
     }
     this.#schedule()
   }
@@ -170,7 +170,7 @@ class Call {
     ws.send(`{"event":"media","sequenceNumber":"${++this.#sequence}","media":{"track":"inbound","chunk":"${chunk}","timestamp":"${timestamp}","payload":"${inbound[frame]}"},"streamSid":"${this.#streamSid}"}`)
     const outboundFrame = `{"event":"media","sequenceNumber":"${++this.#sequence}","media":{"track":"outbound","chunk":"${chunk}","timestamp":"${timestamp}","payload":"${outbound[frame]}"},"streamSid":"${this.#streamSid}"}`
     if (tick === this.#nextChunkTick) {
-      const sentAt = epochMs()
+      const sentAt = clockMs()
       ws.send(outboundFrame)
       if (sentAt >= this.#plan.windowStartAt && sentAt < this.#plan.windowEndAt && this.#recorded < this.#chunkIndex.length) {
         this.#chunkIndex[this.#recorded] = this.#nextChunk
@@ -226,10 +226,10 @@ async function run (plan: LoadPlan): Promise<void> {
     const call = new Call(i, plan)
     calls.push(call)
     const placeAt = plan.startAt + i * plan.staggerMs / plan.calls
-    setTimeout(() => { void call.start(simulator) }, Math.max(0, placeAt - epochMs()))
+    setTimeout(() => { void call.start(simulator) }, Math.max(0, placeAt - clockMs()))
   }
   const allClosed = Promise.all(calls.map((call) => call.closed))
-  const deadline = new Promise<void>((resolve) => setTimeout(resolve, plan.endAt + CLOSE_WAIT_MS - epochMs()).unref())
+  const deadline = new Promise<void>((resolve) => setTimeout(resolve, plan.endAt + CLOSE_WAIT_MS - clockMs()).unref())
   await Promise.race([allClosed, deadline])
   for (const call of calls) call.abort()
   const message: ChildMessage = { type: 'report', calls: calls.map((call) => call.report()) }

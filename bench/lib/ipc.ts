@@ -1,7 +1,7 @@
 /**
  * Messages between bench/run.ts and its children (forked with `serialization: 'advanced'`, so typed
- * arrays travel as they are). Every time is epoch milliseconds from `epochMs()`: the processes share
- * one machine, hence one clock.
+ * arrays travel as they are). Every time is milliseconds on the machine's monotonic clock from
+ * `clockMs()` (bench/lib/proc.ts): the processes share one machine, hence one clock.
  */
 
 export interface ServiceTarget {

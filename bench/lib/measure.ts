@@ -10,7 +10,7 @@ import type { LoadPlan, LoadReport, UpstreamSessionReport, ViewerStats } from '.
 import type { BenchOptions, Outbox } from './options.ts'
 import { bucketMaxBound, bucketQuantile, bucketQuantileBound, histogramBetween, scrape } from './prometheus.ts'
 import type { Scrape } from './prometheus.ts'
-import { cpuSeconds, cpuTimes, epochMs, machineJiffies, rssKb, treeCpuSeconds } from './proc.ts'
+import { cpuSeconds, cpuTimes, clockMs, machineJiffies, rssKb, treeCpuSeconds } from './proc.ts'
 import { distribution } from './stats.ts'
 import type { Distribution } from './stats.ts'
 
@@ -146,7 +146,7 @@ export interface Phase {
 /** The process at rest before any call: median RSS, and CPU % of a core over the same 3 s. */
 export async function idle (pid: number): Promise<{ rssKb: number, cpuPercent: number }> {
   await sleep(1000)
-  const from = { at: epochMs(), cpu: cpuSeconds(pid) }
+  const from = { at: clockMs(), cpu: cpuSeconds(pid) }
   await sleep(1000)
   const readings: number[] = []
   for (let i = 0; i < 5; i++) {
@@ -154,19 +154,19 @@ export async function idle (pid: number): Promise<{ rssKb: number, cpuPercent: n
     await sleep(200)
   }
   readings.sort((a, b) => a - b)
-  return { rssKb: readings[2] as number, cpuPercent: 100 * (cpuSeconds(pid) - from.cpu) / ((epochMs() - from.at) / 1000) }
+  return { rssKb: readings[2] as number, cpuPercent: 100 * (cpuSeconds(pid) - from.cpu) / ((clockMs() - from.at) / 1000) }
 }
 
 export function makePlan (target: LoadPlan['target'], options: BenchOptions): LoadPlan {
   const { calls, seconds, warmupSeconds, staggerSeconds, chunkMs } = options
-  const startAt = epochMs() + 500
+  const startAt = clockMs() + 500
   const windowStartAt = startAt + staggerSeconds * 1000 + warmupSeconds * 1000
   const windowEndAt = windowStartAt + seconds * 1000
   return { target, calls, startAt, staggerMs: staggerSeconds * 1000, windowStartAt, windowEndAt, endAt: windowEndAt + TAIL_MS, chunkMs }
 }
 
 async function takeSample (phase: Phase): Promise<Sample> {
-  const at = epochMs()
+  const at = clockMs()
   const times = cpuTimes(phase.pid)
   return {
     at,
@@ -184,7 +184,7 @@ async function takeSample (phase: Phase): Promise<Sample> {
 }
 
 export async function sleepUntil (at: number): Promise<void> {
-  const wait = at - epochMs()
+  const wait = at - clockMs()
   if (wait > 0) await sleep(wait)
 }
 
@@ -192,12 +192,12 @@ export async function sleepUntil (at: number): Promise<void> {
 export async function measure (phase: Phase, options: BenchOptions): Promise<{ result: Omit<PhaseResult, 'framesReceived' | 'framesLost' | 'upstreamAudioMissingMs' | 'outsideLatencyMs' | 'unmatchedCalls' | 'turns' | 'webhookEventsReceived' | 'eventsLost'>, report: LoadReport, samples: Sample[] }> {
   const { plan } = phase
   const { calls } = options
-  const reportPromise = nextMessage(phase.generator, 'report', plan.endAt - epochMs() + 60_000)
+  const reportPromise = nextMessage(phase.generator, 'report', plan.endAt - clockMs() + 60_000)
   tell(phase.generator, { type: 'plan', plan })
   const rssSeries: Array<[number, number]> = []
   const rssTimer = setInterval(() => {
     try {
-      rssSeries.push([epochMs(), rssKb(phase.pid)])
+      rssSeries.push([clockMs(), rssKb(phase.pid)])
     } catch {
       // the process is gone; the phase will fail on its own
     }

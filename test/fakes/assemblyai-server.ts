@@ -89,7 +89,10 @@ export interface FakeSession {
   /** Every audio byte received, concatenated (empty when `recordAudio` is false). */
   readonly audio: Buffer
   frameBytes: number[]
-  /** performance.now() at each binary frame. */
+  /**
+   * Arrival of each binary frame, ms on the machine's monotonic clock (`process.hrtime`), so another
+   * process on the machine can compare it with its own (the benchmark's outside latency).
+   */
   frameArrivals: number[]
   /** Client JSON messages, parsed (unparseable ones as their text). */
   messages: unknown[]
@@ -308,7 +311,7 @@ class FakeConnection {
     if (this.#ended) return
     const session = this.#session
     session.frameBytes.push(data.length)
-    session.frameArrivals.push(performance.now())
+    session.frameArrivals.push(Number(process.hrtime.bigint()) / 1e6)
     if (this.#options.recordAudio !== false) session.chunks.push(data)
     const frameMs = data.length / this.#bytesPerMs
     if (frameMs > 1000 || (frameMs < 50 && ++this.#shortFrames > (this.#options.shortFrameGrace ?? 3))) {
