@@ -112,12 +112,11 @@ async function runService (setup: ServiceSetup): Promise<ServiceRun> {
     env.HANDOFF_ON_DRAIN = 'false'
   }
   const profileStartedAt = Date.now()
-  if (options.cpuProf) mkdirSync(PROFILE_DIR, { recursive: true })
   // Production config: the node flags `npm start` (and the image's CMD) use, e.g. the young
   // generation cap that sets RSS per call.
   let startFlags = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ').filter((word) => word.startsWith('--'))
   if (options.semiSpaceMib !== null) startFlags = [...startFlags.filter((flag) => !flag.startsWith('--max-semi-space-size')), `--max-semi-space-size=${options.semiSpaceMib}`]
-  const nodeArgs = [...startFlags, ...(options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : [])]
+  const nodeArgs = [...startFlags, ...profileFlags()]
   const logFile = join(dataDir, 'service.log')
   const logFd = openSync(logFile, 'a')
   const service = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/server.ts')], { cwd: dataDir, env, stdio: ['ignore', logFd, logFd] })
@@ -210,8 +209,7 @@ async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null)
   let floor: ChildProcess
   // Profiled like the service, so the two profiles can be set side by side.
   const profileStartedAt = Date.now()
-  if (options.cpuProf) mkdirSync(PROFILE_DIR, { recursive: true })
-  const profileArgs = options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []
+  const profileArgs = profileFlags()
   let profileRange: { fromUs: number, toUs: number } | undefined
   let result: PhaseResult
   if (kind === 'bridge') {
@@ -266,6 +264,13 @@ async function runFloor (kind: Floor, certificate: SelfSignedCertificate | null)
 /** The fake upstream's environment: partials every 500 ms of speech when viewers are weighed, for every phase alike. */
 function upstreamEnv (): Record<string, string> {
   return options.viewers > 0 ? { BENCH_PARTIALS_PER_TURN: '20' } : {}
+}
+
+/** The node flags that make a process write its CPU profile into PROFILE_DIR at exit; none without --cpu-prof. */
+function profileFlags (): string[] {
+  if (!options.cpuProf) return []
+  mkdirSync(PROFILE_DIR, { recursive: true })
+  return ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR]
 }
 
 function newestProfile (since: number, range: { fromUs: number, toUs: number }): ProfileSummary | null {
