@@ -22,6 +22,7 @@ const sessionUrl = `${upstreamUrl}?speech_model=u3-rt-pro&sample_rate=8000&encod
 
 const FRAME_SAMPLES = 160
 const CHUNK_SAMPLES = 400
+const TERMINATE = '{"type":"Terminate"}'
 
 /** G.711 μ-law code → linear PCM16. */
 const MULAW = new Int16Array(256)
@@ -44,12 +45,15 @@ class Bridge {
   #filled = 0
   /** Chunks made before the upstream socket opened (its first few ms). */
   #early: Buffer[] | null = []
+  /** `stop` came before the upstream socket opened: Terminate follows the early chunks. */
+  #stopEarly = false
 
   constructor () {
     this.#upstream.on('error', () => {})
     this.#upstream.once('open', () => {
       for (const chunk of this.#early ?? []) this.#upstream.send(chunk)
       this.#early = null
+      if (this.#stopEarly) this.#upstream.send(TERMINATE)
     })
   }
 
@@ -79,7 +83,8 @@ class Bridge {
   }
 
   stop (): void {
-    if (this.#upstream.readyState === WebSocket.OPEN) this.#upstream.send('{"type":"Terminate"}')
+    if (this.#upstream.readyState === WebSocket.OPEN) this.#upstream.send(TERMINATE)
+    else if (this.#upstream.readyState === WebSocket.CONNECTING) this.#stopEarly = true
     else this.#upstream.terminate()
   }
 }
