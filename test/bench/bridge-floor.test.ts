@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict'
-import { fork } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { after, before, test } from 'node:test'
 import WebSocket from 'ws'
 import { TrackAligner } from '../../src/core/audio/aligner.ts'
-import type { ChildMessage } from '../../bench/lib/ipc.ts'
+import { forkChild, nextMessage, stopChild } from '../../bench/lib/children.ts'
 import { startFakeAssemblyAi } from '../fakes/assemblyai-server.ts'
 import type { FakeAssemblyAi, FakeSession } from '../fakes/assemblyai-server.ts'
 import { prng } from '../helpers/prng.ts'
@@ -24,21 +23,13 @@ let floorUrl: string
 
 before(async () => {
   upstream = await startFakeAssemblyAi({ apiKeys: [API_KEY] })
-  floor = fork(new URL('../../bench/bridge-floor.ts', import.meta.url).pathname, [upstream.url, API_KEY], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  const [ready] = await Promise.race([
-    once(floor, 'message') as Promise<[ChildMessage]>,
-    new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error('the bridge floor did not report ready within 10 s')), 10_000).unref())
-  ])
-  assert.equal(ready.type, 'ready')
-  floorUrl = (ready as Extract<ChildMessage, { type: 'ready' }>).url as string
+  // Started as the benchmark starts it.
+  floor = forkChild('bridge-floor.ts', [upstream.url, API_KEY])
+  floorUrl = (await nextMessage(floor, 'ready', 10_000)).url
 })
 
 after(async () => {
-  if (floor.exitCode === null) {
-    const exited = once(floor, 'exit')
-    floor.kill('SIGTERM')
-    await exited
-  }
+  await stopChild(floor, 'SIGTERM', 5000)
   await upstream.close()
 })
 
