@@ -47,9 +47,6 @@ export async function startReadyProxy (backends: string[], port = 0): Promise<Re
       }
     }))
   }
-  await poll()
-  const timer = setInterval(() => { if (!closed) void poll() }, POLL_MS)
-
   const pick = (): string | null => {
     const candidates = backends.filter((backend) => ready.has(backend))
     if (candidates.length === 0) return null
@@ -92,9 +89,12 @@ export async function startReadyProxy (backends: string[], port = 0): Promise<Re
       socket.pipe(upstream)
     })
   })
+  // Listen before polling starts: a listen that fails must leave no timer keeping the process alive.
   server.listen(port, '127.0.0.1')
   await once(server, 'listening')
   const actualPort = (server.address() as AddressInfo).port
+  await poll()
+  const timer = setInterval(() => { if (!closed) void poll() }, POLL_MS)
   return {
     url: `http://127.0.0.1:${actualPort}`,
     port: actualPort,
