@@ -64,14 +64,14 @@ test('a SIGTERMed replica hands a 100 s two-party call to the other replica: A e
   const dataDir = mkdtempSync(join(tmpdir(), 'medstream-handoff-process-'))
   t.after(() => rmSync(dataDir, { recursive: true, force: true }))
 
-  const [proxyPort, aPort, bPort] = [await freePort(), await freePort(), await freePort()]
-  const publicUrl = `http://127.0.0.1:${proxyPort}`
+  const [aPort, bPort] = [await freePort(), await freePort()]
+  const proxy = await startReadyProxy([`http://127.0.0.1:${aPort}`, `http://127.0.0.1:${bPort}`])
+  t.after(() => proxy.close())
+  const publicUrl = proxy.url
   const simulator = new TwilioSimulator({ serviceUrl: publicUrl, publicUrl, authToken: AUTH_TOKEN })
   simulator.addApiKey(API_KEY_SID, API_KEY_SECRET)
   const api = await simulator.listenApi()
   t.after(() => simulator.close())
-  const proxy = await startReadyProxy([`http://127.0.0.1:${aPort}`, `http://127.0.0.1:${bPort}`], proxyPort)
-  t.after(() => proxy.close())
   const env = (name: string): Record<string, string> => ({
     PUBLIC_URL: publicUrl,
     TWILIO_AUTH_TOKEN: AUTH_TOKEN,
