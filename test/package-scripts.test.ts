@@ -15,6 +15,10 @@ function patternsOf (script: string): string[] {
   const command = scripts[script]
   assert.ok(command !== undefined, `package.json has a ${script} script`)
   assert.match(command, /^node --test --test-concurrency=2 /, `${script} runs node --test two files at a time`)
+  // A test or hook that hangs fails at the timeout, and a handle a failed test leaves open (a timer,
+  // a socket) cannot keep its file running until CI's own limit: the file exits once its tests end.
+  assert.match(command, / --test-timeout=\d+ /, `${script} bounds every test and hook`)
+  assert.match(command, / --test-force-exit /, `${script} ends each file when its tests end`)
   return [...command.matchAll(/"([^"]+)"/g)].map((match) => match[1] as string)
 }
 
