@@ -8,6 +8,7 @@ import { forkChild, nextMessage, stopChild } from '../../bench/lib/children.ts'
 import { startFakeAssemblyAi } from '../fakes/assemblyai-server.ts'
 import type { FakeAssemblyAi, FakeSession } from '../fakes/assemblyai-server.ts'
 import { prng } from '../helpers/prng.ts'
+import { until } from '../helpers/until.ts'
 
 // The benchmark's ratios are only worth something if the bridge floor is a correct bridge: it must
 // send the audio medstream sends, in exact 50 ms chunks, and end its session as medstream does.
@@ -51,12 +52,8 @@ async function playCall (inbound: Uint8Array, outbound: Uint8Array): Promise<Fak
   socket.send(JSON.stringify({ event: 'stop', sequenceNumber: String(sequence), streamSid, stop: { accountSid: 'AC' + '0'.repeat(32), callSid: 'CA' + '0'.repeat(32) } }))
   await once(socket, 'close')
   // The fake ends the session after Terminate; bounded, so a floor that never terminates fails here.
-  for (let waited = 0; waited < 5000; waited += 10) {
-    const session = upstream.sessions[sessionsBefore]
-    if (session?.closed === true) return session
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-  assert.fail('the upstream session did not close within 5 s of stop')
+  await until(() => upstream.sessions[sessionsBefore]?.closed === true, 5000, 'the upstream session closing after stop')
+  return upstream.sessions[sessionsBefore] as FakeSession
 }
 
 /** What medstream's own aligner mixes from the same frames: the reference the floor must match. */

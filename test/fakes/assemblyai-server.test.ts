@@ -5,6 +5,7 @@ import WebSocket from 'ws'
 import { makeSelfSignedCertificate } from '../../bench/lib/tls.ts'
 import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from './assemblyai-server.ts'
 import type { FakeAssemblyAiOptions } from './assemblyai-server.ts'
+import { until } from '../helpers/until.ts'
 
 // The fake is what every other AssemblyAI test trusts, so its protocol behaviour is checked here
 // with a bare `ws` client, independent of the session client.
@@ -37,14 +38,6 @@ function connect (url: string, query: string, headers: Record<string, string> = 
     ws.once('error', reject)
   })
   return { ws, messages, closed, opened }
-}
-
-async function until (predicate: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
 }
 
 function types (client: Client): unknown[] {

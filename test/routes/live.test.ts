@@ -7,6 +7,7 @@ import { loadSampleCall, metricValue, startHarness } from '../helpers/harness.ts
 import type { Harness, HarnessOptions } from '../helpers/harness.ts'
 import { openSse } from '../helpers/sse.ts'
 import type { SseMessage } from '../helpers/sse.ts'
+import { until } from '../helpers/until.ts'
 
 const sample = loadSampleCall()
 const script = sample.turns.map((turn) => ({ text: turn.text, speaker: turn.track === 'outbound' ? 'A' : 'B' }))
@@ -21,20 +22,12 @@ function token (harness: Harness, scope: string, ttlSeconds = 600, nowMs = Date.
   return mintViewerToken(harness.config.liveViewKey, scope, nowMs, ttlSeconds)
 }
 
-async function until (predicate: () => boolean, timeoutMs = 10000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
-
 /** Places the sample call and waits until the live view knows it. */
 async function liveCall (harness: Harness, speed: number) {
   const call = await harness.simulator.placeCall({ path: '/twilio/voice?clinic=north' })
   const stream = harness.simulator.openStream(call, { inbound: sample.inbound, outbound: sample.outbound, speed })
   await stream.opened
-  await until(() => harness.app.live.has(call.callSid))
+  await until(() => harness.app.live.has(call.callSid), 10000)
   return { call, stream }
 }
 
@@ -115,7 +108,7 @@ test('live events stream partials before their finals, every final in order with
   }
   assert.ok(await metricValue(harness.app, 'medstream_live_events_total', { type: 'turn.partial' }) >= partials.length)
   assert.equal(await metricValue(harness.app, 'medstream_live_events_total', { type: 'transcript.turn' }), 8)
-  await until(() => harness.logs.some((line) => line.msg === 'live view closed'))
+  await until(() => harness.logs.some((line) => line.msg === 'live view closed'), 10000)
   assert.equal(await metricValue(harness.app, 'medstream_live_viewers'), 0)
 })
 
@@ -147,7 +140,7 @@ test('live events send heartbeat comments while the call is quiet', async (t) =>
   const { call, stream } = await liveCall(harness, 1)
   t.after(() => stream.abort())
   const sse = await openSse(`${harness.serviceUrl}/live/calls/${call.callSid}/events`, { authorization: `Bearer ${token(harness, '*')}` })
-  await until(() => sse.comments.filter((comment) => comment === 'heartbeat').length >= 3)
+  await until(() => sse.comments.filter((comment) => comment === 'heartbeat').length >= 3, 10000)
   sse.abort()
 })
 

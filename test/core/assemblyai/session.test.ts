@@ -14,6 +14,7 @@ import type { SpeakerRevision, SpeechStarted, Turn, Warning } from '../../../src
 import { UpstreamError } from '../../../src/core/errors.ts'
 import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
 import type { FakeAssemblyAiOptions } from '../../fakes/assemblyai-server.ts'
+import { until } from '../../helpers/until.ts'
 
 const KEY = 'test-key-1'
 
@@ -59,14 +60,6 @@ function record (session: AssemblyAiSession) {
   session.on('warning', (m) => { events.order.push('warning'); events.warnings.push(m) })
   session.on('closed', (c) => { events.order.push('closed'); events.closedCount++; events.closed = c })
   return events
-}
-
-async function until (predicate: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
 }
 
 function sendAll (session: AssemblyAiSession, audio: Buffer, frameMs = 50): number {

@@ -73,10 +73,4 @@ export function mulawSpeech (bursts: number, speechMs = 600, silenceMs = 900): B
   return frames
 }
 
-export async function until (condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
+export { until } from '../../helpers/until.ts'

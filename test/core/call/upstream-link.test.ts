@@ -7,6 +7,7 @@ import { UpstreamLink } from '../../../src/core/call/upstream-link.ts'
 import type { CoreLogger } from '../../../src/core/log.ts'
 import { createMetrics } from '../../../src/core/metrics.ts'
 import { pcmFrames, pcmSilence, pcmTone, startFakeAssemblyAi } from '../../fakes/assemblyai-server.ts'
+import { until } from '../../helpers/until.ts'
 
 const API_KEY = 'link-test-key'
 
@@ -14,14 +15,6 @@ function chunk (index: number): Buffer {
   // 50 ms of PCM16 whose samples say which chunk they came from.
   const samples = new Int16Array(400).fill(index + 1)
   return Buffer.from(samples.buffer)
-}
-
-async function until (condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
 }
 
 test('UpstreamLink keeps audio within the replay bound during an outage and counts what it gives up', async (t) => {

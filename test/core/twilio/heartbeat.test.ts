@@ -1,20 +1,13 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Heartbeat } from '../../../src/core/twilio/heartbeat.ts'
+import { until } from '../../helpers/until.ts'
 
 function socket () {
   return { pings: 0, terminated: 0, ping () { this.pings++ }, terminate () { this.terminated++ } }
 }
 
 const wait = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function until (condition: () => boolean): Promise<void> {
-  const deadline = Date.now() + 5000
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await wait(5)
-  }
-}
 
 test('Heartbeat pings every socket and terminates the one that did not answer the previous ping', async (t) => {
   const heartbeat = new Heartbeat(20)
